@@ -1,0 +1,1 @@
+"""Inference algorithms written against the generative function interface."""

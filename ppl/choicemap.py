@@ -1,0 +1,126 @@
+"""Choice maps are plain nested dicts; this module holds the few helpers on them.
+
+A choice map maps address components (strings or ints) to either a value (an
+array, possibly batched) or a nested choice map. Constraints given by users are
+choice maps; so are `Trace.choices` and the discards returned by `update`.
+
+A leaf may also be a `Masked` value: a value that is only present where its
+flag is true. Traces of `ppl.cond`/`ppl.switch` use it for addresses that only
+some branches visit, and a `Masked` constraint constrains only where its flag
+is true.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from .errors import ModelError
+
+__all__ = ["Masked", "normalize", "subconstraint", "check_all_visited", "index", "unmask"]
+
+
+class Masked(eqx.Module):
+    """A choice-map leaf that holds `value` only where `valid` is true."""
+
+    value: Any
+    valid: jax.Array
+
+    def __repr__(self) -> str:
+        return f"Masked(value={self.value!r}, valid={self.valid!r})"
+
+
+def is_leaf(x: Any) -> bool:
+    """True for a value at an address (anything but a dict)."""
+    return not isinstance(x, dict)
+
+
+def normalize(choices: Any) -> dict | Any:
+    """Return `choices` as nested dicts: `None` becomes `{}`, tuple keys nest.
+
+    `{("a", "b"): 1.0}` and `{"a": {"b": 1.0}}` are the same choice map.
+    """
+    if choices is None:
+        return {}
+    if not isinstance(choices, dict):
+        return choices
+    out: dict = {}
+    for key, value in choices.items():
+        path = key if isinstance(key, tuple) else (key,)
+        if not path:
+            raise ModelError("a choice map key is the empty tuple; use an address such as 'x' or ('a', 'x')")
+        node = out
+        for k in path[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ModelError(f"choice map has both a value and sub-addresses at {path[:-1]!r}")
+        value = normalize(value)
+        if path[-1] in node and isinstance(node[path[-1]], dict) and isinstance(value, dict):
+            node[path[-1]] = {**node[path[-1]], **value}
+        else:
+            node[path[-1]] = value
+    return out
+
+
+def subconstraint(choices: Any, path: tuple) -> Any:
+    """The part of a choice map at `path`, or `None` where nothing is there."""
+    node = choices
+    for k in path:
+        if not isinstance(node, dict) or k not in node:
+            return None
+        node = node[k]
+    if isinstance(node, dict) and not node:
+        return None
+    return node
+
+
+def check_all_visited(choices: Any, visited: set[tuple], what: str = "constraint") -> None:
+    """Raise if `choices` has an address that none of the `visited` paths reaches."""
+    prefixes = {p[:i] for p in visited for i in range(len(p) + 1)}
+
+    def walk(node: Any, path: tuple) -> None:
+        if path in visited:
+            return  # the callee at this address validates the rest
+        if not isinstance(node, dict):
+            raise _unvisited(path, what, visited)
+        for k, sub in node.items():
+            if path + (k,) not in prefixes:
+                raise _unvisited(path + (k,), what, visited)
+            walk(sub, path + (k,))
+
+    if isinstance(choices, dict):
+        walk(choices, ())
+
+
+def _unvisited(path: tuple, what: str, visited: set[tuple]) -> ModelError:
+    known = sorted("/".join(map(str, p)) for p in visited)
+    shown = ", ".join(repr(k) for k in known[:12]) + (" ..." if len(known) > 12 else "")
+    return ModelError(
+        f"a {what} is given at an address the model never visits; "
+        f"remove it or fix its name (addresses visited here: {shown or 'none'})",
+        path,
+    )
+
+
+def index(choices: Any, i: Any) -> Any:
+    """Element `i` of a batched choice map (from `ppl.vmap`, `ppl.scan` or a vmapped trace).
+
+    Equivalent to `jax.tree.map(lambda x: x[i], choices)`; `Masked` leaves keep their flags.
+    """
+    return jax.tree.map(lambda x: x[i], choices)
+
+
+def unmask(choices: Any) -> Any:
+    """Replace each `Masked` leaf by its value (where its flag is false the value is a placeholder)."""
+    return jax.tree.map(
+        lambda x: x.value if isinstance(x, Masked) else x, choices, is_leaf=lambda x: isinstance(x, Masked)
+    )
+
+
+def leaf_shape_dtype(x: Any) -> tuple[tuple, Any]:
+    value = x.value if isinstance(x, Masked) else x
+    arr = jnp.asarray(value) if not hasattr(value, "shape") else value
+    return tuple(arr.shape), arr.dtype

@@ -1,0 +1,59 @@
+"""Every `numpyro.distributions` class, usable with `@` inside a model.
+
+    from ppl import dist
+    x = dist.Normal(0.0, 1.0) @ "x"
+    k = dist.Categorical(probs=p) @ "k"
+    y = dist.Normal(mu, 1.0).mask(observed) @ "y"
+
+`dist.X(...)` takes exactly the arguments of `numpyro.distributions.X` and returns
+a `ppl.Distribution`. Anything else in `numpyro.distributions` (`constraints`,
+`transforms`, `biject_to`, ...) is forwarded unchanged. `dist.wrap(d)` wraps an
+existing numpyro distribution instance.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+
+import numpyro.distributions as _nd
+
+from .distribution import Distribution, wrap
+
+__all__ = ["wrap", "Distribution"]
+
+
+class _Factory:
+    """Builds a numpyro distribution and wraps it as a generative function."""
+
+    def __init__(self, cls: type):
+        self.cls = cls
+        self.__name__ = cls.__name__
+        self.__doc__ = cls.__doc__
+        self.__wrapped__ = cls
+
+    def __call__(self, *args, **kwargs) -> Distribution:
+        return Distribution(self.cls(*args, **kwargs))
+
+    def __repr__(self) -> str:
+        return f"ppl.dist.{self.cls.__name__}"
+
+
+@functools.cache
+def _factory(name: str) -> _Factory:
+    return _Factory(getattr(_nd, name))
+
+
+def _is_distribution_class(obj) -> bool:
+    return inspect.isclass(obj) and issubclass(obj, _nd.Distribution) and obj is not _nd.Distribution
+
+
+def __getattr__(name: str):
+    obj = getattr(_nd, name, None)
+    if obj is None:
+        raise AttributeError(f"ppl.dist has no {name!r}: numpyro.distributions has no such distribution")
+    return _factory(name) if _is_distribution_class(obj) else obj
+
+
+def __dir__():
+    return sorted(set(__all__) | set(dir(_nd)))

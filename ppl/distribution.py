@@ -1,0 +1,170 @@
+"""Distributions as leaf generative functions, backed by numpyro.
+
+`ppl.dist.Normal(0.0, 1.0)` builds `numpyro.distributions.Normal(0.0, 1.0)` and
+wraps it in a `Distribution`, so it can be used as `dist.Normal(0.0, 1.0) @ "x"`.
+Every density comes from numpyro's `log_prob`, summed over batch and event
+dimensions (a batched distribution at one address is one choice holding an array).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpyro.distributions as nd
+
+from .choicemap import Masked
+from .core import Call, GenFn, Trace
+from .errors import ModelError
+from .selection import Selection
+
+__all__ = ["Distribution", "ChoiceTrace", "wrap"]
+
+
+class ChoiceTrace(Trace):
+    """The trace of one random choice: its value and log density."""
+
+    value: Any
+    log_density: jax.Array
+
+    @property
+    def choices(self):
+        return self.value
+
+    @property
+    def score(self):
+        return self.log_density
+
+    @property
+    def retval(self):
+        return self.value
+
+    def project(self, selection: Selection):
+        return self.log_density if selection.selects_here() else jnp.zeros(())
+
+
+class Distribution(GenFn):
+    """A numpyro distribution as a generative function with one random choice."""
+
+    dist: nd.Distribution
+
+    def __matmul__(self, address) -> Any:
+        return Call(self, ()) @ address
+
+    def __repr__(self) -> str:
+        return f"ppl.dist.{type(self.dist).__name__}(batch_shape={self.dist.batch_shape}, event_shape={self.dist.event_shape})"
+
+    # --- numpyro's distribution API, kept wrapped ---
+
+    @property
+    def support(self):
+        """The numpyro constraint on this distribution's values."""
+        return self.dist.support
+
+    @property
+    def to_constrained(self):
+        """The numpyro bijection from unconstrained reals to the support (for HMC, VI)."""
+        return nd.biject_to(self.dist.support)
+
+    @property
+    def shape(self) -> tuple:
+        """The shape of one value: `batch_shape + event_shape`."""
+        return tuple(self.dist.batch_shape) + tuple(self.dist.event_shape)
+
+    @property
+    def is_discrete(self) -> bool:
+        return bool(self.dist.support.is_discrete)
+
+    def mask(self, mask) -> "Distribution":
+        """Mask out batch elements: their log density counts as 0."""
+        return Distribution(self.dist.mask(mask))
+
+    def expand(self, batch_shape) -> "Distribution":
+        return Distribution(self.dist.expand(batch_shape))
+
+    def to_event(self, reinterpreted_batch_ndims=None) -> "Distribution":
+        return Distribution(self.dist.to_event(reinterpreted_batch_ndims))
+
+    def log_prob(self, value) -> jax.Array:
+        """Total log density of `value` (summed over batch and event dimensions)."""
+        return jnp.sum(self.dist.log_prob(value))
+
+    # --- the GFI ---
+
+    def _simulate(self, key, args):
+        value = self.dist.sample(key)
+        return ChoiceTrace(value, self.log_prob(value))
+
+    def _assess(self, choices, args):
+        value = self._checked(choices, "value")
+        if isinstance(value, Masked):
+            value = value.value
+        return self.log_prob(value), value
+
+    def _generate(self, key, constraints, args):
+        if constraints is None:
+            return self._simulate(key, args), jnp.zeros(())
+        value = self._checked(constraints, "constraint")
+        if isinstance(value, Masked):
+            sampled = self.dist.sample(key)
+            chosen = jnp.where(value.valid, value.value, sampled)
+            logp = self.log_prob(chosen)
+            return ChoiceTrace(chosen, logp), jnp.where(value.valid, logp, 0.0)
+        logp = self.log_prob(value)
+        return ChoiceTrace(value, logp), logp
+
+    def _update(self, key, trace, constraints, args):
+        if constraints is None:
+            logp = self.log_prob(trace.value)
+            return ChoiceTrace(trace.value, logp), logp - trace.score, None
+        value = self._checked(constraints, "constraint")
+        if isinstance(value, Masked):
+            chosen = jnp.where(value.valid, value.value, trace.value)
+            logp = self.log_prob(chosen)
+            return ChoiceTrace(chosen, logp), logp - trace.score, Masked(trace.value, value.valid)
+        logp = self.log_prob(value)
+        return ChoiceTrace(value, logp), logp - trace.score, trace.value
+
+    def _regenerate(self, key, trace, selection, args):
+        if selection.selects_here():
+            return self._simulate(key, args), jnp.zeros(())
+        logp = self.log_prob(trace.value)
+        return ChoiceTrace(trace.value, logp), logp - trace.score
+
+    def _checked(self, value, what: str):
+        """Check a constraint's shape and dtype against the distribution."""
+        if isinstance(value, dict):
+            raise ModelError(
+                f"the {what} here is a dict, but this address holds a single {type(self.dist).__name__} "
+                f"value of shape {self.shape}; give an array (a dict is for a call of a @ppl.gen function)"
+            )
+        inner = value.value if isinstance(value, Masked) else value
+        arr = inner if isinstance(inner, jax.Array) else jnp.asarray(inner)
+        if tuple(arr.shape) != self.shape:
+            raise ModelError(
+                f"the {what} has shape {tuple(arr.shape)} but {type(self.dist).__name__} here has values of shape "
+                f"{self.shape} (batch {tuple(self.dist.batch_shape)}, event {tuple(self.dist.event_shape)}); "
+                "reshape the value or change the distribution's parameters"
+            )
+        integral = jnp.issubdtype(arr.dtype, jnp.integer) or jnp.issubdtype(arr.dtype, jnp.bool_)
+        if self.is_discrete and not integral:
+            raise ModelError(
+                f"the {what} has dtype {arr.dtype} but {type(self.dist).__name__} is discrete; "
+                "pass integers (e.g. jnp.asarray(v, dtype=jnp.int32))"
+            )
+        if not self.is_discrete and integral:
+            raise ModelError(
+                f"the {what} has dtype {arr.dtype} but {type(self.dist).__name__} is continuous; "
+                "pass floats (e.g. jnp.asarray(v, dtype=jnp.float32))"
+            )
+        if isinstance(value, Masked):
+            return Masked(arr, jnp.asarray(value.valid))
+        return arr
+
+
+def wrap(d: nd.Distribution) -> Distribution:
+    """Make any numpyro distribution instance usable with `@`."""
+    if not isinstance(d, nd.Distribution):
+        raise TypeError(f"ppl.dist.wrap takes a numpyro distribution, got {type(d).__name__}")
+    return Distribution(d)
