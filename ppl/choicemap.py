@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from .errors import ModelError
 
-__all__ = ["Masked", "normalize", "subconstraint", "check_all_visited", "index", "unmask"]
+__all__ = ["Masked", "masked", "normalize", "subconstraint", "check_all_visited", "index", "unmask"]
 
 
 class Masked(eqx.Module):
@@ -31,6 +31,17 @@ class Masked(eqx.Module):
 
     def __repr__(self) -> str:
         return f"Masked(value={self.value!r}, valid={self.valid!r})"
+
+
+def masked(value: Any, flag: Any) -> Masked:
+    """`Masked(value, flag)` with `flag` broadcast to `value`'s shape, leading axes aligned.
+
+    A flag per element of a batch then slices with the value through nested
+    `ppl.vmap` and `ppl.scan` blocks.
+    """
+    value, flag = jnp.asarray(value), jnp.asarray(flag)
+    flag = jnp.reshape(flag, flag.shape + (1,) * (value.ndim - flag.ndim))
+    return Masked(value, jnp.broadcast_to(flag, value.shape))
 
 
 def is_leaf(x: Any) -> bool:

@@ -26,7 +26,7 @@ __all__ = ["wrap", "Distribution"]
 class _Factory:
     """Builds a numpyro distribution and wraps it as a generative function."""
 
-    def __init__(self, cls: type):
+    def __init__(self, cls):
         self.cls = cls
         self.__name__ = cls.__name__
         self.__doc__ = cls.__doc__
@@ -45,7 +45,10 @@ def _factory(name: str) -> _Factory:
 
 
 def _is_distribution_class(obj) -> bool:
-    return inspect.isclass(obj) and issubclass(obj, _nd.Distribution) and obj is not _nd.Distribution
+    """A distribution class, or one of numpyro's factories such as `Bernoulli(probs=..., logits=...)`."""
+    if inspect.isclass(obj):
+        return issubclass(obj, _nd.Distribution) and obj is not _nd.Distribution
+    return inspect.isfunction(obj) and obj.__name__[:1].isupper()
 
 
 def __getattr__(name: str):

@@ -158,8 +158,8 @@ class Distribution(GenFn):
                 f"the {what} has dtype {arr.dtype} but {type(self.dist).__name__} is continuous; "
                 "pass floats (e.g. jnp.asarray(v, dtype=jnp.float32))"
             )
-        if isinstance(value, Masked):
-            return Masked(arr, jnp.asarray(value.valid))
+        if isinstance(value, Masked):  # one flag for the whole value at this address
+            return Masked(arr, jnp.all(jnp.asarray(value.valid)))
         return arr
 
 

@@ -13,6 +13,7 @@ the active branch's value; an address that only some branches visit holds a
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import equinox as eqx
@@ -42,7 +43,7 @@ class SwitchTrace(Trace):
 
     @property
     def score(self):
-        return jnp.stack([tr.score for tr in self.branches])[self.index]
+        return _select(self.index, range(len(self.branches)), [tr.score for tr in self.branches])
 
     @property
     def retval(self):
@@ -53,7 +54,7 @@ class SwitchTrace(Trace):
         return self.stored_args.get() if self.stored_args is not None else ()
 
     def project(self, selection: Selection):
-        return jnp.stack([tr.project(selection) for tr in self.branches])[self.index]
+        return _select(self.index, range(len(self.branches)), [tr.project(selection) for tr in self.branches])
 
     def compact(self):
         return SwitchTrace(self.index, self.branches, None, None)
@@ -79,9 +80,17 @@ class Switch(GenFn):
         return jnp.clip(selector, 0, len(self.branches) - 1).astype(jnp.int32)
 
     def _shapes(self, args: tuple) -> list:
-        """The trace structure of each branch (shapes only, nothing is run)."""
+        """Each branch's (compact trace, choices), as shapes only: nothing is run."""
         key = jax.random.key(0)
-        return [jax.eval_shape(lambda a, b=b: b._simulate(key, a), args) for b in self.branches]
+
+        def shape_of(b):
+            def run(a):
+                tr = b._simulate(key, a)
+                return tr.compact(), tr.choices
+
+            return jax.eval_shape(run, args)
+
+        return [shape_of(b) for b in self.branches]
 
     def _dispatch(self, index, run_branch, args) -> tuple:
         """`lax.switch` over branches; branch i computes `(trace_i, extra)` with `run_branch(i)`.
@@ -94,7 +103,7 @@ class Switch(GenFn):
         def make(i):
             def branch():
                 tr, extra = run_branch(i)
-                slots = tuple(tr if j == i else _zeros(shapes[j]) for j in range(len(self.branches)))
+                slots = tuple(tr.compact() if j == i else _zeros(shapes[j][0]) for j in range(len(self.branches)))
                 return slots, tr.retval, extra
 
             return branch
@@ -108,11 +117,11 @@ class Switch(GenFn):
             ) from None
 
     def _trace(self, index, slots, args, retval) -> SwitchTrace:
-        return SwitchTrace(index, tuple(t.compact() for t in slots), StoredArgs.of(args), retval)
+        return SwitchTrace(index, slots, StoredArgs.of(args), retval)
 
     def _for_branch(self, choices, i: int, shapes: list):
         """Restrict a choice map to the addresses branch i visits."""
-        return _restrict(choices, shapes[i].choices)
+        return _restrict(choices, shapes[i][1])
 
     def _simulate(self, key, args):
         index, rest = self._index(args[0]), args[1:]
@@ -123,7 +132,7 @@ class Switch(GenFn):
         shapes = self._shapes(rest)
         visited = set()
         for s in shapes:
-            visited |= _leaf_paths(s.choices)
+            visited |= _leaf_paths(s[1])
         if isinstance(choices, dict):
             choicemap.check_all_visited(choices, visited, what)
         return shapes
@@ -189,6 +198,19 @@ def _zeros(shape_tree):
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shape_tree)
 
 
+def _select(index, owners, values):
+    """The value of the branch `index` among `values` (of branches `owners`); `index` may be batched."""
+
+    def pick(*leaves):
+        out = leaves[0]
+        for i, leaf in zip(list(owners)[1:], leaves[1:]):
+            flag = jnp.reshape(index == i, index.shape + (1,) * (leaf.ndim - index.ndim))
+            out = jnp.where(flag, leaf, out)
+        return out
+
+    return jax.tree.map(pick, *values)
+
+
 def _leaf_paths(chm, prefix=()) -> set:
     if not isinstance(chm, dict):
         return {prefix}
@@ -221,11 +243,16 @@ def _union(branch_choices: list, index) -> Any:
     for path, owners in paths.items():
         values = [choicemap.subconstraint(branch_choices[i], path) for i in owners]
         values = [v.value if isinstance(v, Masked) else v for v in values]
-        owner_index = jnp.asarray(owners)
-        slot = jnp.argmax(owner_index == index)
-        value = jax.tree.map(lambda *vs: jnp.stack(vs)[slot], *values)
+        kinds = {(jnp.shape(v), jnp.result_type(v)) for v in values}
+        if len(kinds) > 1:
+            raise ModelError(
+                f"branches {owners} of this ppl.switch/ppl.cond visit one address with values of different "
+                f"shapes or dtypes {sorted(map(str, kinds))}; give those choices different addresses",
+                path,
+            )
+        value = _select(index, owners, values)
         if len(owners) < len(branch_choices):
-            value = Masked(value, jnp.any(owner_index == index))
+            value = choicemap.masked(value, functools.reduce(jnp.logical_or, [index == i for i in owners]))
         if path == ():
             return value
         node = out
@@ -243,8 +270,8 @@ def _discard(trace: SwitchTrace, constraints, same) -> Any:
     def mark(value, path):
         replaced = jnp.logical_or(jnp.logical_not(same), path in constrained)
         if isinstance(value, Masked):
-            return Masked(value.value, jnp.logical_and(value.valid, replaced))
-        return Masked(value, replaced)
+            return Masked(value.value, jnp.logical_and(value.valid, choicemap.masked(value.value, replaced).valid))
+        return choicemap.masked(value, replaced)
 
     if not isinstance(old, dict):
         return mark(old, ())

@@ -33,7 +33,7 @@ class VmapTrace(Trace):
 
     @property
     def score(self):
-        return jnp.sum(self.inner.score)
+        return jnp.sum(self.inner.score, axis=-1)  # the block's own axis: works on batched traces too
 
     @property
     def retval(self):
