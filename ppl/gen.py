@@ -69,13 +69,15 @@ class _Visits(Handler):
 
     def __init__(self, key):
         self.key = key
+        self.n_keys = 0
         self.visited: set[tuple] = set()
         self.prefixes: set[tuple] = set()
         self.factor_total = jnp.zeros(())
 
     def next_key(self):
-        self.key, sub = jax.random.split(self.key)
-        return sub
+        # one hash per visit (split would compute two keys and keep both)
+        self.n_keys += 1
+        return jax.random.fold_in(self.key, self.n_keys)
 
     def add_factor(self, log_weight):
         self.factor_total = self.factor_total + log_weight

