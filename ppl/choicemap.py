@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from .errors import ModelError
 
-__all__ = ["Masked", "masked", "normalize", "subconstraint", "check_all_visited", "index", "unmask"]
+__all__ = ["Masked", "masked", "normalize", "subconstraint", "check_all_visited", "merge", "index", "unmask"]
 
 
 class Masked(eqx.Module):
@@ -114,6 +114,21 @@ def _unvisited(path: tuple, what: str, visited: set[tuple]) -> ModelError:
         f"remove it or fix its name (addresses visited here: {shown or 'none'})",
         path,
     )
+
+
+def merge(first: Any, second: Any) -> Any:
+    """Both choice maps in one (nested dicts merged; an address in both is an error)."""
+    first, second = normalize(first), normalize(second)
+    if not first:
+        return second
+    if not second:
+        return first
+    if not (isinstance(first, dict) and isinstance(second, dict)):
+        raise ModelError("two choice maps both give a value at the same address; give each address once")
+    out = dict(first)
+    for k, v in second.items():
+        out[k] = merge(out[k], v) if k in out else v
+    return out
 
 
 def index(choices: Any, i: Any) -> Any:

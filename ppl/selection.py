@@ -102,6 +102,12 @@ class _Not(Selection):
         return not self.inner.selects_here()
 
 
+def _leaf_paths(choices, prefix: tuple) -> list:
+    if not isinstance(choices, dict):
+        return [prefix] if prefix else []
+    return [p for k, v in choices.items() for p in _leaf_paths(v, prefix + (k,))]
+
+
 ALL = _All()
 NONE = _None()
 
@@ -123,6 +129,15 @@ class _SelBuilder:
     @staticmethod
     def none() -> Selection:
         return NONE
+
+    @staticmethod
+    def of(choices) -> Selection:
+        """The addresses of a choice map's values (its leaves)."""
+        paths = _leaf_paths(choices, ())
+        out = NONE
+        for path in paths:
+            out = out | _Path(path)
+        return out
 
 
 sel = _SelBuilder()

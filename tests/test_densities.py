@@ -296,3 +296,24 @@ def test_support_and_bijection_exposed():
     assert d.support is nd.constraints.positive
     close(d.to_constrained(jnp.float32(-3.0)), jnp.exp(-3.0))
     assert dist.Bernoulli(0.5).is_discrete and not d.is_discrete
+
+
+@ppl.gen
+def growing(n_extra):
+    a = dist.Normal(0.0, 1.0) @ "a"
+    for i in range(n_extra):  # a Python int argument is static: it sets the structure
+        dist.Normal(a, 1.0) @ ("extra", i)
+    return a
+
+
+def test_update_that_adds_and_removes_addresses():
+    tr = growing.simulate(KEY, 1)
+    bigger, w_add, discard = growing.update(jax.random.key(5), tr, {"a": 0.5}, 2)
+    new_choice = bigger["extra", 1]
+    # w = p'(t') / (p(t) q(added)), the added choice proposed from its prior
+    close(w_add, bigger.score - nd.Normal(0.5, 1.0).log_prob(new_choice) - tr.score)
+    assert discard == {"a": tr["a"]}
+    smaller, w_rm, discard = growing.update(KEY, bigger, None, 0)
+    close(w_rm, smaller.score - bigger.score)
+    assert set(discard["extra"]) == {0, 1}
+    assert smaller.args == (0,) and isinstance(smaller.args[0], int)

@@ -1,0 +1,165 @@
+"""Resampling schemes for sequential Monte Carlo.
+
+Given unnormalised log weights `log_weights` of N particles, with normalised
+weights `w_i = exp(log_weights_i - logsumexp(log_weights))`, a resampling scheme
+draws `n` ancestor indices `a_1..a_n` in `[0, N)` such that the offspring counts
+`c_i = #{k : a_k = i}` are unbiased, `E[c_i] = n w_i`. The schemes differ only in
+how they place `n` points `u_k` in `[0, 1)`; the ancestor of `u_k` is the `i` with
+`W_{i-1} <= u_k < W_i`, where `W_i = w_1 + ... + w_i` (an inverse-CDF lookup).
+
+- `multinomial`: `u_k` i.i.d. U(0, 1); `Var c_i = n w_i (1 - w_i)`.
+- `stratified`: one uniform in each stratum, `u_k = (k + U_k) / n`.
+- `systematic`: a single shared uniform, `u_k = (k + U) / n`.
+- `residual`: `floor(n w_i)` deterministic copies of particle `i`, and the
+  remaining `R = n - sum_i floor(n w_i)` ancestors drawn multinomially from the
+  residual weights `(n w_i - floor(n w_i)) / R`.
+
+Stratified and residual resampling never have a larger offspring-count variance
+than multinomial resampling; systematic resampling usually has the smallest but
+has no such guarantee (R. Douc and O. Cappé, "Comparison of resampling schemes
+for particle filtering", ISPA 2005).
+
+Every scheme has the signature `scheme(key, log_weights, n=None) -> ancestors`,
+where `log_weights` has shape `(N,)`, `n` is a Python int (static under `jit`,
+default N), and `ancestors` is an int32 array of shape `(n,)` in nondecreasing
+order. They cost O((n + N) log(n + N)) time and O(n + N) memory (sorted uniforms
+and `jnp.searchsorted` on the cumulative weights; never an n x N matrix) and are
+pure, so they compose with `jit` and `vmap`.
+
+Entries of `log_weights` may be `-inf`; such particles are never selected. If
+*all* entries are `-inf` there is nothing to resample from: the schemes still
+return indices in `[0, N)`, but they are meaningless, so callers must check
+`jnp.isfinite(jax.nn.logsumexp(log_weights))` themselves (`ess` and `normalize`
+return NaN in that case).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import jax
+import jax.numpy as jnp
+
+__all__ = [
+    "Scheme",
+    "multinomial",
+    "stratified",
+    "systematic",
+    "residual",
+    "ess",
+    "normalize",
+    "SCHEMES",
+    "get",
+]
+
+class Scheme(Protocol):
+    """The signature shared by every resampling scheme."""
+
+    def __call__(self, key: jax.Array, log_weights: jax.Array, n: int | None = None) -> jax.Array: ...
+
+
+def normalize(log_weights: jax.Array) -> jax.Array:
+    """Log weights shifted to sum to one in probability space: `log_weights - logsumexp(log_weights)`."""
+    return log_weights - jax.nn.logsumexp(log_weights)
+
+
+def ess(log_weights: jax.Array) -> jax.Array:
+    """Effective sample size `1 / sum_i w_i^2` of unnormalised log weights, between 1 and N."""
+    # (sum w)^2 / sum w^2 in log space: invariant to a constant shift and free of overflow.
+    return jnp.exp(2.0 * jax.nn.logsumexp(log_weights) - jax.nn.logsumexp(2.0 * log_weights))
+
+
+def _rescaled(log_weights: jax.Array) -> jax.Array:
+    """`exp(log_weights - max)`: proportional to the weights, largest 1; all zeros (not NaN) if all are -inf."""
+    top = jnp.max(log_weights)
+    return jnp.exp(log_weights - jnp.where(jnp.isfinite(top), top, 0.0))
+
+
+def _search(weights: jax.Array, u: jax.Array) -> jax.Array:
+    """Inverse-CDF lookup on nonnegative unnormalised `weights`: for each `u_k` in [0, 1), the `i`
+    with `W_{i-1} <= u_k < W_i`, where `W` is the normalised CDF; never a zero-weight `i`."""
+    cdf = jnp.cumsum(weights)
+    # A parallel prefix sum (as on GPU) may round non-monotonically; forcing the CDF to be
+    # nondecreasing and exactly flat across zero weights means no u can land on a zero weight.
+    cdf = jax.lax.cummax(jnp.where(weights > 0, cdf, 0.0))
+    # Dividing by the last entry (not by a separately computed sum) makes the CDF end at exactly 1.
+    cdf = cdf / jnp.where(cdf[-1] > 0, cdf[-1], 1.0)
+    idx = jnp.searchsorted(cdf, u, side="right")
+    # Rounding can put u at or past the last CDF value (e.g. (n - 1 + U) / n == 1 in float32);
+    # those points belong to the last particle with positive weight, not to a trailing -inf one.
+    last_positive = weights.shape[0] - 1 - jnp.argmax(weights[::-1] > 0)
+    return jnp.minimum(idx, last_positive).astype(jnp.int32)
+
+
+def _sorted_uniforms(key: jax.Array, n: int, count: jax.Array | int | None = None) -> jax.Array:
+    """The first `count` (default n) entries are the order statistics of `count` i.i.d. U(0, 1).
+
+    Renyi's representation: if E_0..E_n are i.i.d. Exp(1) and S_k = E_0 + ... + E_k, then
+    (S_0, ..., S_{m-1}) / S_m is distributed as m sorted uniforms. O(n), unlike sorting.
+    Entries from `count` on are meaningless.
+    """
+    partial_sums = jnp.cumsum(jax.random.exponential(key, (n + 1,)))
+    return partial_sums[:n] / partial_sums[n if count is None else count]
+
+
+def _size(log_weights: jax.Array, n: int | None) -> int:
+    if log_weights.ndim != 1:
+        raise ValueError(f"log_weights must have shape (N,), got {log_weights.shape}; vmap over batches")
+    return log_weights.shape[0] if n is None else n
+
+
+def multinomial(key: jax.Array, log_weights: jax.Array, n: int | None = None) -> jax.Array:
+    """`n` i.i.d. draws from the categorical distribution with the given unnormalised log weights."""
+    n = _size(log_weights, n)
+    return _search(_rescaled(log_weights), _sorted_uniforms(key, n))
+
+
+def stratified(key: jax.Array, log_weights: jax.Array, n: int | None = None) -> jax.Array:
+    """Stratified resampling: one uniform in each of the `n` strata `[k/n, (k+1)/n)`."""
+    n = _size(log_weights, n)
+    u = (jnp.arange(n) + jax.random.uniform(key, (n,))) / n
+    return _search(_rescaled(log_weights), u)
+
+
+def systematic(key: jax.Array, log_weights: jax.Array, n: int | None = None) -> jax.Array:
+    """Systematic resampling: the `n` evenly spaced points `(k + U) / n` with a single uniform `U`."""
+    n = _size(log_weights, n)
+    u = (jnp.arange(n) + jax.random.uniform(key)) / n
+    return _search(_rescaled(log_weights), u)
+
+
+def residual(key: jax.Array, log_weights: jax.Array, n: int | None = None) -> jax.Array:
+    """Residual resampling: `floor(n w_i)` copies of particle `i`, the rest multinomial on the remainders."""
+    n = _size(log_weights, n)
+    rescaled = _rescaled(log_weights)
+    total = jnp.sum(rescaled)
+    scaled = n * rescaled / jnp.where(total > 0, total, 1.0)  # n w_i
+    copies = jnp.floor(scaled)
+    # Expand the counts into indices with static shapes: slot k belongs to particle i when
+    # sum_{j<i} copies_j <= k < sum_{j<=i} copies_j.
+    ends = jnp.cumsum(copies.astype(jnp.int32))
+    slots = jnp.arange(n)
+    deterministic = jnp.searchsorted(ends, slots, side="right").astype(jnp.int32)
+    # Rounding can make the copies sum to slightly more than n: then every slot is deterministic.
+    n_copies = ends[-1]
+    n_left = jnp.clip(n - n_copies, 0, n)
+    drawn = _search(scaled - copies, _sorted_uniforms(key, n, n_left))
+    # The first n_copies slots are the copies, the other n_left slots the first n_left draws.
+    ancestors = jnp.where(slots < n_copies, deterministic, drawn[jnp.maximum(slots - n_copies, 0)])
+    return jnp.sort(ancestors)
+
+
+SCHEMES: dict[str, Scheme] = {
+    "multinomial": multinomial,
+    "stratified": stratified,
+    "systematic": systematic,
+    "residual": residual,
+}
+
+
+def get(name: str) -> Scheme:
+    """The resampling scheme called `name`; a ValueError naming the valid choices otherwise."""
+    try:
+        return SCHEMES[name]
+    except KeyError:
+        raise ValueError(f"unknown resampling scheme {name!r}; choose one of {sorted(SCHEMES)}") from None

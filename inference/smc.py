@@ -1,0 +1,445 @@
+"""Sequential Monte Carlo over the time steps of a model's `ppl.scan`.
+
+The model is cut at its scan (`ppl.sequential.state_space`): the choices before
+the scan (static parameters) are drawn once per particle by `generate`, then each
+time step t runs, for every particle,
+
+    resample (when ESS/N < threshold)  ->  extend with the step's GFI  ->  rejuvenate (optional)
+
+where extension is `step.generate(key, proposal choices ∪ observations_t, carry, *args_t)`
+and the incremental log weight is that generate weight minus the proposal's
+score (the bootstrap proposal is the step's own prior). The running estimate
+
+    log Ẑ = Σ_t [logsumexp(log w_{t-1} + Δ_t) - logsumexp(log w_{t-1})]
+
+stays unbiased (for Ẑ) with adaptive resampling because resampled weights reset
+to equal (Del Moral, Doucet & Jasra 2012). Everything runs in one `lax.scan`.
+
+Conditional SMC (Andrieu, Doucet & Holenstein 2010) keeps a reference trajectory
+in slot 0; with ancestor sampling (Lindsten, Jordan & Schön 2014) slot 0's
+ancestor is redrawn with weights w_{t-1}^i p(x_t^ref, y_t | carry_{t-1}^i), which
+is exact when a step's carry is determined by its own choices (the usual
+state-space case). `backward_sample` draws trajectories from the stored
+filtering distributions (Godsill, Doucet & West 2004).
+
+A step whose weights are all zero (an impossible observation) sets the
+result's `failed` flag and gives log Ẑ = -inf; no NaN escapes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import logsumexp
+
+import ppl
+from ppl.sequential import StateSpace, state_space
+
+from . import resampling
+
+__all__ = ["SMCResult", "StepInfo", "run", "csmc", "backward_sample", "mh_rejuvenation"]
+
+# A rejuvenation move: (key, step generative function, step trace, step args) -> (new trace, accepted)
+Rejuvenation = Callable[[jax.Array, ppl.GenFn, ppl.Trace, tuple], tuple[ppl.Trace, jax.Array]]
+
+
+class Particles(NamedTuple):
+    """Per-particle state between steps (every leaf has a leading particle axis)."""
+
+    prefix: dict
+    """Choices made before the scan."""
+    scan_args: tuple
+    """The arguments the model passed to its scan (init carry, *args)."""
+    carry: Any
+    """The carry entering the next step."""
+
+
+class StepInfo(NamedTuple):
+    """What happened at each step (stacked over time by `run`)."""
+
+    ess: jax.Array
+    """ESS of the weights after extension."""
+    resampled: jax.Array
+    """Whether the particles were resampled before this step."""
+    log_marginal_likelihood: jax.Array
+    """The running estimate log Ẑ_{0:t}."""
+    acceptance: jax.Array
+    """Mean acceptance of the rejuvenation move (nan-free; 0 without rejuvenation)."""
+
+
+class History(NamedTuple):
+    """Per-step particle records, shape (T, N, ...), used for lineages and smoothing."""
+
+    ancestors: jax.Array
+    choices: Any
+    carries: Any
+    log_weights: jax.Array
+
+
+class SMCResult(eqx.Module):
+    """The outcome of `run`/`csmc`."""
+
+    traces: ppl.Trace | None
+    """Final particles as the model's traces, batched (None with `return_traces=False`)."""
+    log_weights: jax.Array
+    """Final unnormalised log weights, shape (N,)."""
+    log_marginal: jax.Array
+    info: StepInfo
+    history: History | None
+    failed: jax.Array
+    """True when some step gave every particle zero weight."""
+
+    def log_marginal_likelihood(self) -> jax.Array:
+        """log Ẑ (-inf when the run failed)."""
+        return self.log_marginal
+
+    def normalized_weights(self) -> jax.Array:
+        return _normalize(self.log_weights)
+
+    def ess(self) -> jax.Array:
+        """ESS of the final weights (0 when the run failed)."""
+        return _ess(self.log_weights)
+
+    @property
+    def choices(self) -> Any:
+        return None if self.traces is None else self.traces.choices
+
+
+def _normalize(log_weights):
+    total = logsumexp(log_weights)
+    ok = jnp.isfinite(total)
+    return jnp.where(ok, jnp.exp(log_weights - jnp.where(ok, total, 0.0)), 0.0)
+
+
+def _ess(log_weights):
+    w = _normalize(log_weights)
+    s = jnp.sum(w**2)
+    return jnp.where(s > 0, 1.0 / jnp.where(s > 0, s, 1.0), 0.0)
+
+
+def _gather(tree, idx):
+    return jax.tree.map(lambda x: x[idx], tree)
+
+
+def _set_slot0(tree, value):
+    return jax.tree.map(lambda x, v: x.at[0].set(v), tree, value)
+
+
+def mh_rejuvenation(selection: ppl.Selection, n_steps: int = 1) -> Rejuvenation:
+    """Metropolis-Hastings moves on `selection` of a step, proposing from the prior (`regenerate`)."""
+
+    def move(key, gen_fn, trace, args):
+        def one(carry, key):
+            tr, n_acc = carry
+            k_prop, k_acc = jax.random.split(key)
+            new, log_alpha = gen_fn.regenerate(k_prop, tr, selection, *args)
+            accept = jnp.log(jax.random.uniform(k_acc)) < log_alpha
+            tr = jax.tree.map(lambda a, b: jnp.where(accept, a, b), new, tr)
+            return (tr, n_acc + accept), None
+
+        (trace, n_acc), _ = jax.lax.scan(one, (trace, jnp.zeros((), jnp.int32)), jax.random.split(key, n_steps))
+        return trace, n_acc / n_steps
+
+    return move
+
+
+class _Config(NamedTuple):
+    ss: StateSpace
+    n: int
+    proposal: ppl.GenFn | None
+    scheme: str
+    threshold: float
+    rejuvenation: Rejuvenation | None
+    keep_history: bool
+    ancestor_sampling: bool
+    mesh: Any
+
+
+def _constrain(cfg: _Config, tree):
+    """Keep particle-axis arrays sharded across the mesh (when one is given)."""
+    if cfg.mesh is None:
+        return tree
+    spec = jax.sharding.NamedSharding(cfg.mesh, jax.sharding.PartitionSpec(cfg.mesh.axis_names[0]))
+    return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, spec) if x.ndim and x.shape[0] == cfg.n else x, tree)
+
+
+def _extend_one(cfg: _Config, key, particle: Particles, obs_t, t):
+    """One particle, one step: (step trace, incremental log weight)."""
+    step = cfg.ss.step
+    args = cfg.ss.step_args(particle.scan_args, t, particle.carry)
+    if cfg.proposal is None:
+        return step.generate(key, obs_t, *args)
+    k_q, k_p = jax.random.split(key)
+    q = cfg.proposal.simulate(k_q, obs_t, *args)
+    tr, w = step.generate(k_p, ppl.choicemap.merge(q.choices, obs_t), *args)
+    return tr, w - q.score
+
+
+def _reference_weight(cfg: _Config, key, particle: Particles, ref_t, obs_t, t):
+    """Slot 0 under CSMC: the reference's step, weighted as if proposed (p / q)."""
+    step = cfg.ss.step
+    args = cfg.ss.step_args(particle.scan_args, t, particle.carry)
+    tr, log_joint = step.generate(key, ref_t, *args)
+    if cfg.proposal is None:  # bootstrap: q is the step's prior over its latent choices
+        return tr, log_joint - step.project(tr, ~ppl.sel.of(obs_t))
+    latents = _without(ref_t, obs_t)
+    log_q, _ = cfg.proposal.assess(latents, obs_t, *args)
+    return tr, log_joint - log_q
+
+
+def _without(choices, obs):
+    if obs is None or not isinstance(choices, dict):
+        return choices
+    return {k: _without(v, obs[k]) for k, v in choices.items() if not (k in obs and not isinstance(obs[k], dict))}
+
+
+def _step(cfg: _Config, observations, reference):
+    """The body of the time loop."""
+
+    def body(state, inputs):
+        particles, log_w, log_z, failed = state
+        key, t = inputs
+        k_res, k_ext, k_as, k_rej = jax.random.split(key, 4)
+        n = cfg.n
+
+        # resample (never before the first step; always under CSMC)
+        ess_before = _ess(log_w)
+        if reference is not None:
+            do_resample = t > 0
+        elif cfg.threshold >= 1.0:
+            do_resample = t > 0
+        else:
+            do_resample = (t > 0) & (ess_before < cfg.threshold * n)
+        ancestors = jnp.where(do_resample, resampling.get(cfg.scheme)(k_res, log_w, n), jnp.arange(n))
+        if reference is not None:
+            ancestors = ancestors.at[0].set(
+                _ancestor_of_reference(cfg, k_as, particles, log_w, reference, observations, t) if cfg.ancestor_sampling else 0
+            )
+        particles = _constrain(cfg, _gather(particles, ancestors))
+        log_w = jnp.where(do_resample, jnp.zeros(n), log_w)
+
+        # extend
+        obs_t = cfg.ss.step_constraints(observations, t)
+        traces, inc = jax.vmap(lambda k, p: _extend_one(cfg, k, p, obs_t, t))(jax.random.split(k_ext, n), particles)
+        if reference is not None:
+            ref_t = jax.tree.map(lambda x: x[t], reference)
+            first = _gather(particles, 0)
+            ref_tr, ref_inc = _reference_weight(cfg, k_ext, first, ref_t, obs_t, t)
+            traces, inc = _set_slot0(traces, ref_tr), inc.at[0].set(ref_inc)
+
+        # rejuvenate: an MCMC move that leaves the step's target invariant keeps the weights proper
+        acceptance = jnp.zeros(())
+        if cfg.rejuvenation is not None:
+            def move(k, tr, p):
+                return cfg.rejuvenation(k, cfg.ss.step, tr, cfg.ss.step_args(p.scan_args, t, p.carry))
+
+            moved, accepted = jax.vmap(move)(jax.random.split(k_rej, n), traces, particles)
+            if reference is not None:  # the reference stays as it is
+                moved = _set_slot0(moved, _gather(traces, 0))
+            traces, acceptance = moved, jnp.mean(accepted)
+
+        new_log_w = log_w + inc
+        total_new, total_old = logsumexp(new_log_w), logsumexp(log_w)
+        step_failed = ~jnp.isfinite(total_new)
+        failed = failed | step_failed
+        log_z = jnp.where(failed, -jnp.inf, log_z + jnp.where(step_failed, 0.0, total_new - total_old))
+        new_log_w = jnp.where(failed, -jnp.inf, new_log_w)  # a failed run stays failed: Ẑ = 0
+        carry = jax.vmap(lambda tr: cfg.ss.next_carry(tr.retval))(traces)
+        particles = _constrain(cfg, particles._replace(carry=carry))
+        info = StepInfo(_ess(new_log_w), do_resample, log_z, acceptance)
+        record = History(ancestors, traces.choices, carry, new_log_w) if cfg.keep_history else None
+        return (particles, new_log_w, log_z, failed), (info, record)
+
+    return body
+
+
+def _ancestor_of_reference(cfg: _Config, key, particles, log_w, reference, observations, t):
+    """Ancestor sampling: slot 0's ancestor ∝ w_{t-1}^i p(x_t^ref, y_t | carry_{t-1}^i)."""
+    ref_t = jax.tree.map(lambda x: x[t], reference)
+
+    def log_transition(p):
+        args = cfg.ss.step_args(p.scan_args, t, p.carry)
+        return cfg.ss.step.assess(ref_t, *args)[0]
+
+    logits = log_w + jax.vmap(log_transition)(particles)
+    return jax.random.categorical(key, logits)  # one draw: O(N)
+
+
+def _run(key, cfg: _Config, args: tuple, observations, reference_prefix, reference_steps):
+    k_init, k_steps, k_final = jax.random.split(key, 3)
+    prefix_constraints = ppl.choicemap.merge(_outside(observations, cfg.ss.path), reference_prefix)
+    prefix = jax.vmap(lambda k: cfg.ss.generate_prefix(k, prefix_constraints, args))(jax.random.split(k_init, cfg.n))
+    particles = _constrain(cfg, Particles(prefix.choices, prefix.scan_args, prefix.scan_args[0]))
+    log_w = prefix.weight
+    log_z0 = logsumexp(log_w) - jnp.log(cfg.n)
+    failed = ~jnp.isfinite(log_z0)
+    state = (particles, log_w, jnp.where(failed, -jnp.inf, log_z0), failed)
+    T = cfg.ss.length
+    body = _step(cfg, observations, reference_steps)
+    (particles, log_w, log_z, failed), (info, history) = jax.lax.scan(
+        body, state, (jax.random.split(k_steps, T), jnp.arange(T))
+    )
+    return particles, log_w, log_z, failed, info, history
+
+
+def _outside(observations, path):
+    """The observations that are not inside the scan's block."""
+    observations = ppl.choicemap.normalize(observations)
+    if len(path) == 1:
+        return {k: v for k, v in observations.items() if k != path[0]}
+    return observations
+
+
+def _lineages(history: History):
+    """Each final particle's step choices, traced back through the ancestors: (N, T, ...)."""
+
+    def back(b, record):
+        ancestors, choices = record
+        return ancestors[b], _gather(choices, b)
+
+    n = history.ancestors.shape[1]
+    _, steps = jax.lax.scan(back, jnp.arange(n), (history.ancestors, history.choices), reverse=True)
+    return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), steps)
+
+
+def _final_traces(key, cfg: _Config, model, args, particles: Particles, history: History):
+    steps = _lineages(history)
+    full = jax.vmap(lambda p, s: cfg.ss.full_choices(p, s))(particles.prefix, steps)
+    traces, _ = jax.vmap(lambda k, c: model.generate(k, c, *args))(jax.random.split(key, cfg.n), full)
+    return traces
+
+
+@eqx.filter_jit
+def _run_compiled(key, model, args, observations, reference, cfg_static):
+    ss = state_space(model, args)
+    cfg = _Config(ss, *cfg_static)
+    ref_prefix, ref_steps = (None, None) if reference is None else reference
+    particles, log_w, log_z, failed, info, history = _run(key, cfg, args, observations, ref_prefix, ref_steps)
+    traces = None
+    if cfg.keep_history:
+        traces = _final_traces(jax.random.fold_in(key, 1), cfg, model, args, particles, history)
+    return SMCResult(traces, log_w, log_z, info, history if cfg.keep_history else None, failed)
+
+
+def run(
+    key: jax.Array,
+    model: ppl.GenFn,
+    args: tuple,
+    observations: dict,
+    n_particles: int,
+    proposal: ppl.GenFn | None = None,
+    resampling_scheme: str = "systematic",
+    ess_threshold: float = 0.5,
+    rejuvenation: Rejuvenation | None = None,
+    return_traces: bool = True,
+    mesh: jax.sharding.Mesh | None = None,
+) -> SMCResult:
+    """Sequential Monte Carlo over the steps of `model`'s `ppl.scan` (see the module docstring).
+
+    Args:
+        key: a PRNG key.
+        model: a `@ppl.gen` model that calls one `ppl.scan` at its top level.
+        args: the model's arguments.
+        observations: a choice map; the scan's block holds arrays with time first.
+        n_particles: N.
+        proposal: a generative function over a step's latent choices, called as
+            `proposal(observations_t, carry, *args_t)`; None for the bootstrap (the step's prior).
+        resampling_scheme: "systematic", "stratified", "multinomial" or "residual".
+        ess_threshold: resample before a step when ESS/N is below this; 1.0 always, 0.0 never.
+        rejuvenation: an MCMC move on each step's trace after extension (e.g. `mh_rejuvenation`).
+        return_traces: keep the per-step history and return the final particles as traces
+            (False keeps only log Ẑ, weights and step info: a filter that stores nothing per step).
+        mesh: a one-axis `jax.sharding.Mesh` to shard the particles across devices.
+    """
+    _check_run_args(n_particles, ess_threshold, resampling_scheme, mesh)
+    cfg = (n_particles, proposal, resampling_scheme, float(ess_threshold), rejuvenation, return_traces, False, mesh)
+    return _run_compiled(key, model, tuple(args), ppl.choicemap.normalize(observations), None, cfg)
+
+
+def csmc(
+    key: jax.Array,
+    model: ppl.GenFn,
+    args: tuple,
+    observations: dict,
+    reference: dict,
+    n_particles: int,
+    ancestor_sampling: bool = True,
+    proposal: ppl.GenFn | None = None,
+    resampling_scheme: str = "multinomial",
+) -> SMCResult:
+    """Conditional SMC: `reference` (a full choice map of the model) is kept in slot 0.
+
+    Every particle shares the reference's choices before the scan (static
+    parameters are conditioned on, as in particle Gibbs). Resampling happens at
+    every step. The final traces' slot 0 is the reference (up to ancestor sampling
+    rewriting its past).
+    """
+    _check_run_args(n_particles, 1.0, resampling_scheme, None)
+    ss = state_space(model, tuple(args))
+    reference = ppl.choicemap.normalize(reference)
+    steps = ppl.choicemap.subconstraint(reference, ss.path)
+    prefix = _outside(reference, ss.path)
+    cfg = (n_particles, proposal, resampling_scheme, 1.0, None, True, ancestor_sampling, None)
+    return _run_compiled(key, model, tuple(args), ppl.choicemap.normalize(observations), (prefix, steps), cfg)
+
+
+def backward_sample(key: jax.Array, model: ppl.GenFn, args: tuple, result: SMCResult, n_samples: int = 1) -> Any:
+    """Trajectories from the smoothing distribution by backward simulation.
+
+    Returns the scan block's step choices, shape (n_samples, T, ...). Uses the
+    stored per-step weighted particles; the prefix (static parameters) must be
+    the same for all particles (as under `csmc`, or a model without prefix choices).
+    """
+    if result.history is None:
+        raise ValueError("backward_sample needs the per-step history: run smc with return_traces=True")
+    return _backward_compiled(key, model, tuple(args), result.history, result.traces, n_samples)
+
+
+@eqx.filter_jit
+def _backward_compiled(key, model, args, history: History, traces, n_samples):
+    ss = state_space(model, args)
+    scan_args = _scan_args_of(ss, traces, args)
+    T = history.log_weights.shape[0]
+
+    def one(key):
+        keys = jax.random.split(key, T)
+        last = jax.random.categorical(keys[-1], history.log_weights[-1])
+        x_last = _gather(_gather(history.choices, T - 1), last)
+
+        def back(x_next, inputs):
+            t, k = inputs  # choose x_t given x_{t+1}
+            carries = _gather(history.carries, t)
+            logits = history.log_weights[t] + jax.vmap(
+                lambda c: ss.step.assess(x_next, *ss.step_args(scan_args, t + 1, c))[0]
+            )(carries)
+            i = jax.random.categorical(k, logits)
+            x_t = _gather(_gather(history.choices, t), i)
+            return x_t, x_t
+
+        _, xs = jax.lax.scan(back, x_last, (jnp.arange(T - 1), keys[:-1]), reverse=True)
+        return jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]], axis=0), xs, x_last)
+
+    return jax.vmap(one)(jax.random.split(key, n_samples))
+
+
+def _scan_args_of(ss: StateSpace, traces, args):
+    """The scan's arguments (shared by all particles) from particle 0's trace."""
+    first = jax.tree.map(lambda x: x[0], traces)
+    prefix = ss.generate_prefix(jax.random.key(0), _outside(first.choices, ss.path), args)
+    return prefix.scan_args
+
+
+def _check_run_args(n_particles, ess_threshold, scheme, mesh) -> None:
+    if not isinstance(n_particles, int) or n_particles < 1:
+        raise ValueError(f"n_particles must be a positive int, got {n_particles!r}")
+    if not 0.0 <= float(ess_threshold) <= 1.0:
+        raise ValueError(f"ess_threshold is a fraction of N in [0, 1], got {ess_threshold!r}")
+    resampling.get(scheme)  # names the valid schemes if unknown
+    if mesh is not None:
+        if len(mesh.axis_names) != 1:
+            raise ValueError("smc.run shards particles along a one-axis mesh; build jax.sharding.Mesh(devices, ('p',))")
+        if n_particles % mesh.devices.size:
+            raise ValueError(f"n_particles ({n_particles}) must be a multiple of the mesh size ({mesh.devices.size})")

@@ -1,0 +1,175 @@
+"""Resampling schemes: unbiased offspring counts, variance ordering, -inf weights, shapes, scale."""
+
+import functools
+
+import jax
+import jax.extend
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from inference import resampling
+from inference.resampling import SCHEMES
+
+N = 8
+R = 20_000  # repetitions for the Monte Carlo checks
+
+
+def _log_weights() -> jax.Array:
+    """A fixed random weight vector with one -inf weight and one tiny (1e-4 relative) weight."""
+    logw = 1.5 * jax.random.normal(jax.random.key(0), (N,))
+    return logw.at[2].set(-jnp.inf).at[5].set(jnp.max(logw) + jnp.log(1e-4))
+
+
+def _counts(scheme, logw: jax.Array, n: int, reps: int = R, seed: int = 1) -> np.ndarray:
+    """Offspring counts, shape (reps, N), from `reps` independent resamplings."""
+
+    @jax.jit
+    def run(keys):
+        ancestors = jax.vmap(lambda k: scheme(k, logw, n))(keys)
+        return jax.vmap(lambda a: jnp.bincount(a, length=logw.shape[0]))(ancestors)
+
+    return np.asarray(run(jax.random.split(jax.random.key(seed), reps)))
+
+
+@functools.cache
+def _counts_cached(name: str, n: int) -> np.ndarray:
+    return _counts(SCHEMES[name], _log_weights(), n)
+
+
+@pytest.mark.parametrize("n", [N, 13])
+@pytest.mark.parametrize("name", list(SCHEMES))
+def test_offspring_counts_are_unbiased(name, n):
+    counts = _counts_cached(name, n)
+    expected = n * np.asarray(jax.nn.softmax(_log_weights()))
+    assert (counts.sum(axis=1) == n).all()
+    assert (counts[:, 2] == 0).all(), "a -inf particle was selected"
+    # Floor for counts that are (nearly) deterministic, where the empirical std is 0.
+    se = np.maximum(counts.std(axis=0) / np.sqrt(R), 1e-4)
+    z = np.abs(counts.mean(axis=0) - expected) / se
+    assert (z < 5).all(), f"{name}: mean counts {counts.mean(axis=0)} vs n w = {expected} (z = {z})"
+    if name == "residual":  # floor(n w_i) copies are guaranteed, the rest is random
+        assert (counts >= np.floor(expected)).all()
+        assert counts.std(axis=0).max() > 0
+
+
+@pytest.mark.parametrize("name", ["stratified", "systematic", "residual"])
+def test_lower_variance_than_multinomial(name):
+    var = _counts_cached(name, N).var(axis=0).sum()
+    var_multinomial = _counts_cached("multinomial", N).var(axis=0).sum()
+    w = np.asarray(jax.nn.softmax(_log_weights()))
+    # The multinomial estimate must itself match the theory sum_i N w_i (1 - w_i).
+    assert var_multinomial == pytest.approx(N * (w * (1 - w)).sum(), rel=0.05)
+    assert var < 0.8 * var_multinomial
+
+
+@pytest.mark.parametrize("name", list(SCHEMES))
+def test_shapes_dtypes_order_and_jit_vmap(name):
+    scheme = SCHEMES[name]
+    logw = _log_weights()
+    batch = jnp.stack([logw, jnp.zeros(N), logw - 100.0])
+    keys = jax.random.split(jax.random.key(3), 3)
+    a = jax.jit(jax.vmap(functools.partial(scheme, n=3)))(keys, batch)  # n < N (n > N: above)
+    assert a.shape == (3, 3) and a.dtype == jnp.int32
+    assert (a >= 0).all() and (a < N).all() and (a[::2] != 2).all()
+    assert (np.diff(a, axis=1) >= 0).all(), "ancestors are documented as nondecreasing"
+    # vmap gives the same draws as resampling each particle system on its own.
+    np.testing.assert_array_equal(a[1], jax.jit(scheme, static_argnums=2)(keys[1], batch[1], 3))
+
+
+@pytest.mark.parametrize("name", list(SCHEMES))
+def test_minus_inf_weights(name):
+    scheme = SCHEMES[name]
+    inf = -jnp.inf
+    # Trailing, leading and interleaved -inf weights, a single survivor, and no survivor at all.
+    cases = jnp.array(
+        [
+            [0.0, 1.0, inf, inf, inf],
+            [inf, inf, 0.0, 0.5, 0.2],
+            [inf, 3.0, inf, 2.0, inf],
+            [inf, inf, 7.0, inf, inf],
+            [inf, inf, inf, inf, inf],
+        ]
+    )
+
+    @jax.jit
+    def ancestors(keys):
+        return jax.vmap(jax.vmap(scheme, in_axes=(0, None)), in_axes=(None, 0))(keys, cases)
+
+    a = np.asarray(ancestors(jax.random.split(jax.random.key(7), 2_000)))  # (case, rep, particle)
+    assert a.dtype == np.int32 and (a >= 0).all() and (a < cases.shape[1]).all()
+    selected = np.take_along_axis(np.isfinite(np.asarray(cases))[:, None, :], a, axis=2)
+    assert selected[:-1].all(), "a -inf particle was selected"
+    # With no survivor the indices are meaningless; callers detect it as documented.
+    assert not jnp.isfinite(jax.nn.logsumexp(cases[-1]))
+
+
+def test_boundary_uniforms_land_on_last_positive_weight():
+    # u == 1 (float32 rounding of (n - 1 + U) / n) must not select a trailing zero weight.
+    weights = jnp.array([1.0, 2.0, 0.0, 0.0])
+    u = jnp.array([0.0, 1 / 3 - 1e-6, 1 / 3 + 1e-6, 1.0, 1.5])
+    np.testing.assert_array_equal(resampling._search(weights, u), [0, 0, 1, 1, 1])
+
+
+def test_ess():
+    assert resampling.ess(jnp.zeros(N)) == pytest.approx(N, rel=1e-5)
+    assert resampling.ess(jnp.full(N, -3.7)) == pytest.approx(N, rel=1e-5)
+    one_hot = jnp.full(N, -jnp.inf).at[3].set(0.0)
+    assert resampling.ess(one_hot) == pytest.approx(1.0, rel=1e-6)
+    assert jnp.isnan(resampling.ess(jnp.full(N, -jnp.inf)))
+    logw = _log_weights()
+    w = np.asarray(jax.nn.softmax(logw), dtype=np.float64)
+    assert resampling.ess(logw) == pytest.approx(1 / (w**2).sum(), rel=1e-5)
+    for shift in (-1e3, 50.0, 1e3):  # exp(1e3) overflows: only a log-space ESS survives
+        assert resampling.ess(logw + shift) == pytest.approx(resampling.ess(logw), rel=1e-4)
+
+
+def test_normalize():
+    logw = _log_weights() + 1e3
+    normed = resampling.normalize(logw)
+    assert jax.nn.logsumexp(normed) == pytest.approx(0.0, abs=1e-5)
+    np.testing.assert_allclose(jnp.exp(normed), jax.nn.softmax(logw), rtol=1e-5, atol=1e-12)
+    assert normed[2] == -jnp.inf
+
+
+def _max_intermediate_size(jaxpr) -> int:
+    """Largest array anywhere in a jaxpr, sub-jaxprs (while loops, pjit) included."""
+    biggest = 0
+    for eqn in jaxpr.eqns:
+        for var in eqn.outvars:
+            biggest = max(biggest, int(np.prod(getattr(var.aval, "shape", ()))))
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, tuple | list) else (param,):
+                inner = getattr(sub, "jaxpr", sub)
+                if isinstance(inner, jax.extend.core.Jaxpr):
+                    biggest = max(biggest, _max_intermediate_size(inner))
+    return biggest
+
+
+@pytest.mark.parametrize("name", list(SCHEMES))
+def test_memory_is_linear(name):
+    big = 1_000_000
+    jaxpr = jax.make_jaxpr(SCHEMES[name])(jax.random.key(0), jnp.zeros(big))
+    assert jaxpr.out_avals[0].shape == (big,)  # n defaults to N
+    assert _max_intermediate_size(jaxpr.jaxpr) <= 2 * big
+
+
+def test_systematic_large_n():
+    big = 1_000_000
+    logw = jax.random.normal(jax.random.key(5), (big,)).at[-10:].set(-jnp.inf)
+    a = jax.jit(resampling.systematic)(jax.random.key(6), logw)
+    assert a.shape == (big,) and a.dtype == jnp.int32
+    assert int(a.max()) < big - 10
+    # Systematic resampling gives every particle floor(N w_i) or ceil(N w_i) offspring, up to
+    # float32 rounding of the cumulative weights.
+    counts = jnp.bincount(a, length=big)
+    assert float(jnp.max(jnp.abs(counts - big * jax.nn.softmax(logw)))) < 2.0
+
+
+def test_get():
+    for name, scheme in SCHEMES.items():
+        assert resampling.get(name) is scheme
+    with pytest.raises(ValueError, match="unknown resampling scheme 'sytematic'") as info:
+        resampling.get("sytematic")
+    for name in SCHEMES:
+        assert name in str(info.value)

@@ -1,0 +1,217 @@
+"""SMC against exact answers: Kalman filter and RTS smoother, HMM forward algorithm."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import oracles
+import ppl
+from inference import importance, smc
+from ppl import dist
+
+A, C, Q, R, M0, P0 = 0.9, 1.0, 0.5, 1.0, 0.0, 1.0
+T = 25
+
+
+@ppl.gen
+def lg_step(x_prev, is_first):
+    """x_0 ~ N(m0, P0), x_t ~ N(a x_{t-1}, q); y_t ~ N(c x_t, r): the oracles' model."""
+    mean = jnp.where(is_first, M0, A * x_prev)
+    var = jnp.where(is_first, P0, Q)
+    x = dist.Normal(mean, jnp.sqrt(var)) @ "x"
+    dist.Normal(C * x, jnp.sqrt(R)) @ "y"
+    return x
+
+
+@ppl.gen
+def lgssm(first_flags):
+    return ppl.scan(lg_step, in_axes=(0,))(0.0, first_flags) @ "steps"
+
+
+FLAGS = jnp.arange(T) == 0
+_, YS = oracles.lgssm_simulate(np.random.default_rng(0), T, A, C, Q, R, M0, P0)
+OBS = {"steps": {"y": jnp.asarray(YS, jnp.float32)}}
+FILTER_MEAN, FILTER_VAR, LOG_Z = oracles.kalman_filter(YS, A, C, Q, R, M0, P0)
+
+
+@ppl.gen
+def optimal_proposal(obs_t, x_prev, is_first):
+    """The locally optimal proposal p(x_t | x_{t-1}, y_t) of the linear-Gaussian model."""
+    prior_mean = jnp.where(is_first, M0, A * x_prev)
+    prior_var = jnp.where(is_first, P0, Q)
+    var = 1.0 / (1.0 / prior_var + C**2 / R)
+    mean = var * (prior_mean / prior_var + C * obs_t["y"] / R)
+    return dist.Normal(mean, jnp.sqrt(var)) @ "x"
+
+
+def log_z_replicates(n_particles, reps, seed, **kwargs):
+    run = jax.jit(jax.vmap(lambda k: smc.run(k, lgssm, (FLAGS,), OBS, n_particles, return_traces=False, **kwargs).log_marginal_likelihood()))
+    return np.asarray(run(jax.random.split(jax.random.key(seed), reps)), np.float64)
+
+
+def check_unbiased(log_z, exact):
+    """log Ẑ is biased low by Var/2: test mean + s²/2 against log Z within 4 standard errors."""
+    se = np.sqrt(log_z.var() / len(log_z) + log_z.var() ** 2 / (2 * (len(log_z) - 1)))
+    assert abs(log_z.mean() + log_z.var() / 2 - exact) < 4 * se, (log_z.mean(), log_z.var(), exact)
+
+
+@pytest.mark.parametrize("threshold", [1.0, 0.5])
+@pytest.mark.parametrize("scheme", ["systematic", "multinomial"])
+def test_log_marginal_likelihood_is_unbiased(threshold, scheme):
+    log_z = log_z_replicates(300, 200, seed=1, ess_threshold=threshold, resampling_scheme=scheme)
+    check_unbiased(log_z, LOG_Z)
+
+
+def test_estimate_converges_as_n_grows():
+    small = log_z_replicates(50, 100, seed=2)
+    large = log_z_replicates(1000, 100, seed=3)
+    assert large.var() < small.var() / 5
+    assert abs(large.mean() - LOG_Z) < abs(small.mean() - LOG_Z)
+
+
+def test_filtering_means_and_variances_match_kalman():
+    res = smc.run(jax.random.key(4), lgssm, (FLAGS,), OBS, n_particles=20_000)
+    w = np.asarray(jax.nn.softmax(res.history.log_weights, axis=1), np.float64)
+    x = np.asarray(res.history.choices["x"], np.float64)
+    mean = np.sum(w * x, axis=1)
+    var = np.sum(w * (x - mean[:, None]) ** 2, axis=1)
+    ess = 1.0 / np.sum(w**2, axis=1)
+    # SMC error grows with t through resampling; allow 5 sds of a (conservative) ESS/2 sample
+    z = (mean - FILTER_MEAN) / np.sqrt(FILTER_VAR / (ess / 2))
+    assert np.all(np.abs(z) < 5), z
+    assert np.all(np.abs(var / FILTER_VAR - 1) < 0.1)
+
+
+def test_final_traces_are_the_models_and_weights_flagged():
+    res = smc.run(jax.random.key(5), lgssm, (FLAGS,), OBS, n_particles=64)
+    assert res.choices["steps"]["x"].shape == (64, T)
+    np.testing.assert_allclose(res.choices["steps"]["y"][3], YS, rtol=1e-6)
+    scores = jax.vmap(lambda c: lgssm.assess(c, FLAGS)[0])(res.choices)
+    np.testing.assert_allclose(scores, res.traces.score, rtol=1e-5)
+    assert res.info.ess.shape == (T,) and res.info.log_marginal_likelihood.shape == (T,)
+    np.testing.assert_allclose(res.info.log_marginal_likelihood[-1], res.log_marginal_likelihood())
+    assert float(np.sum(res.normalized_weights())) == pytest.approx(1.0, rel=1e-5)
+    assert not bool(res.failed)
+
+
+def test_locally_optimal_proposal_reduces_variance():
+    boot = log_z_replicates(100, 200, seed=6)
+    opt = log_z_replicates(100, 200, seed=16, proposal=optimal_proposal)
+    check_unbiased(opt, LOG_Z)
+    # F test: with equal variances the ratio of 200-sample variances exceeds 1.6 with probability < 1e-3
+    assert boot.var() / opt.var() > 1.6, (opt.var(), boot.var())
+
+
+def test_impossible_observation_is_flagged_not_nan():
+    @ppl.gen
+    def bounded_step(x_prev):
+        x = dist.Normal(x_prev, 1.0) @ "x"
+        dist.Uniform(x - 1.0, x + 1.0) @ "y"
+        return x
+
+    @ppl.gen
+    def model():
+        return ppl.scan(bounded_step, length=3)(0.0) @ "steps"
+
+    res = smc.run(jax.random.key(0), model, (), {"steps": {"y": jnp.array([0.0, 100.0, 0.0])}}, n_particles=50)
+    assert bool(res.failed)
+    assert res.log_marginal_likelihood() == -jnp.inf
+    assert float(res.ess()) == 0.0
+    assert not np.any(np.isnan(np.asarray(res.normalized_weights())))
+    assert not np.any(np.isnan(np.asarray(res.info.log_marginal_likelihood)))
+
+
+def test_mh_rejuvenation_keeps_the_filter_right():
+    move = smc.mh_rejuvenation(ppl.sel("x"), n_steps=2)
+    log_z = log_z_replicates(200, 100, seed=7, rejuvenation=move)
+    check_unbiased(log_z, LOG_Z)
+    res = smc.run(jax.random.key(8), lgssm, (FLAGS,), OBS, n_particles=5000, rejuvenation=move)
+    assert 0.2 < float(res.info.acceptance.mean()) < 0.95
+    w = np.asarray(jax.nn.softmax(res.history.log_weights, axis=1))
+    mean = np.sum(w * np.asarray(res.history.choices["x"]), axis=1)
+    assert np.max(np.abs(mean - FILTER_MEAN) / np.sqrt(FILTER_VAR)) < 0.15
+
+
+def test_csmc_with_backward_sampling_matches_rts_smoother():
+    smooth_mean, smooth_var = oracles.rts_smoother(YS, A, C, Q, R, M0, P0)
+
+    @jax.jit
+    def sweep(x_ref, key):
+        k_run, k_back = jax.random.split(key)
+        reference = {"steps": {"x": x_ref, "y": OBS["steps"]["y"]}}
+        res = smc.csmc(k_run, lgssm, (FLAGS,), OBS, reference, n_particles=20)
+        x_new = smc.backward_sample(k_back, lgssm, (FLAGS,), res)["x"][0]
+        return x_new, x_new
+
+    x0 = jnp.zeros(T)
+    _, draws = jax.lax.scan(sweep, x0, jax.random.split(jax.random.key(9), 3000))
+    draws = np.asarray(draws[200:], np.float64)
+    # successive sweeps are nearly independent with backward sampling: a conservative ESS of n/3
+    ess = len(draws) / 3
+    z = (draws.mean(0) - smooth_mean) / np.sqrt(smooth_var / ess)
+    assert np.all(np.abs(z) < 5), z
+    assert np.all(np.abs(draws.var(0) / smooth_var - 1) < 0.2)
+
+
+def test_csmc_keeps_the_reference_and_ancestor_sampling_rewrites_its_past():
+    reference = {"steps": {"x": jnp.linspace(-1, 1, T), "y": OBS["steps"]["y"]}}
+    plain = smc.csmc(jax.random.key(1), lgssm, (FLAGS,), OBS, reference, n_particles=5, ancestor_sampling=False)
+    np.testing.assert_allclose(plain.choices["steps"]["x"][0], reference["steps"]["x"], rtol=1e-6)
+    with_as = smc.csmc(jax.random.key(1), lgssm, (FLAGS,), OBS, reference, n_particles=5)
+    assert float(with_as.choices["steps"]["x"][0, -1]) == pytest.approx(float(reference["steps"]["x"][-1]))
+    assert np.any(np.asarray(with_as.choices["steps"]["x"][0, :-1]) != np.asarray(reference["steps"]["x"][:-1]))
+
+
+# --- a discrete HMM: the forward algorithm ---------------------------------
+
+PI = jnp.array([0.6, 0.3, 0.1])
+TRANS = jnp.array([[0.8, 0.15, 0.05], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6]])
+MU, SIGMA = jnp.array([-2.0, 0.0, 2.5]), jnp.array([0.8, 0.6, 1.0])
+
+
+@ppl.gen
+def hmm_step(z_prev, is_first):
+    probs = jnp.where(is_first, PI, TRANS[z_prev])
+    z = dist.Categorical(probs=probs) @ "z"
+    dist.Normal(MU[z], SIGMA[z]) @ "y"
+    return z
+
+
+@ppl.gen
+def hmm(first_flags):
+    return ppl.scan(hmm_step, in_axes=(0,))(jnp.int32(0), first_flags) @ "steps"
+
+
+def test_hmm_matches_forward_algorithm():
+    rng = np.random.default_rng(3)
+    n_steps = 30
+    flags = jnp.arange(n_steps) == 0
+    tr = hmm.simulate(jax.random.key(3), flags)
+    ys = np.asarray(tr["steps", "y"], np.float64)
+    probs, log_z = oracles.hmm_forward(ys, np.asarray(PI), np.asarray(TRANS), np.asarray(MU), np.asarray(SIGMA))
+    obs = {"steps": {"y": jnp.asarray(ys, jnp.float32)}}
+    run = jax.jit(jax.vmap(lambda k: smc.run(k, hmm, (flags,), obs, 300, return_traces=False).log_marginal_likelihood()))
+    check_unbiased(np.asarray(run(jax.random.split(jax.random.key(int(rng.integers(1 << 30))), 200)), np.float64), log_z)
+    res = smc.run(jax.random.key(4), hmm, (flags,), obs, n_particles=20_000)
+    w = np.asarray(jax.nn.softmax(res.history.log_weights, axis=1))
+    z = np.asarray(res.history.choices["z"])
+    est = np.stack([np.sum(w * (z == k), axis=1) for k in range(3)], axis=1)
+    assert np.max(np.abs(est - probs)) < 0.03
+
+
+def test_importance_sampling_on_the_lgssm():
+    res = importance.run(jax.random.key(0), lgssm, (FLAGS,), OBS, n_particles=50_000)
+    # prior importance sampling is poor in 25 dimensions but still unbiased for Z: only a loose check
+    assert np.isfinite(float(res.log_marginal_likelihood()))
+    resampled = importance.sample_importance_resampling(jax.random.key(1), res, 100)
+    assert resampled.choices["steps"]["x"].shape == (100, T)
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="valid|systematic"):
+        smc.run(jax.random.key(0), lgssm, (FLAGS,), OBS, 10, resampling_scheme="bogus")
+    with pytest.raises(ValueError, match="ess_threshold"):
+        smc.run(jax.random.key(0), lgssm, (FLAGS,), OBS, 10, ess_threshold=2.0)
+    with pytest.raises(ppl.ModelError, match="exactly one ppl.scan"):
+        smc.run(jax.random.key(0), lg_step, (0.0, True), {}, 10)
