@@ -52,6 +52,7 @@ __all__ = [
     "get",
 ]
 
+
 class Scheme(Protocol):
     """The signature shared by every resampling scheme."""
 

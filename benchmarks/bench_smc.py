@@ -1,0 +1,202 @@
+"""Bootstrap particle filter: `inference.smc.run` against the same filter hand-written in plain JAX.
+
+Model: the scalar linear-Gaussian state-space model of tests/test_smc.py,
+
+    x_0 ~ N(0, 1),  x_t = 0.9 x_{t-1} + N(0, 0.5),  y_t = x_t + N(0, 1),  t = 0 .. T-1,
+
+written with `ppl.scan` (the first step is selected by a scanned `is_first` flag),
+T = 100, data simulated with a fixed seed. Both filters propose from the prior,
+resample systematically when ESS/N < 0.5 and keep the running log marginal likelihood.
+
+    python benchmarks/bench_smc.py [--particles 1000,10000,100000] [--repeats 5] [--T 100]
+
+Prints, for each N, the seconds per run and particle-steps per second (N*T / seconds,
+median of `--repeats` runs, compilation excluded; the implementations are timed
+round-robin so they see the same machine load) of
+
+- `smc.run(..., return_traces=False)`: log Z, final weights and per-step info only;
+- `smc.run(..., return_traces=True)`: also the per-step history and the final traces;
+- the hand-written filter (`jax.lax.scan` over time; log Z, final weights, per-step ESS);
+
+with the ratio ours / hand-written of throughput (goal >= 0.95 for return_traces=False)
+and compile time (first call minus a steady-state call). A sanity table then compares
+every filter's log Z with the exact (Kalman filter) log likelihood.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import logsumexp
+from jax.scipy.stats import norm
+
+import ppl
+from inference import smc
+from ppl import dist
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+import oracles  # noqa: E402  (plain-numpy Kalman filter)
+
+A, C, Q, R, M0, P0 = 0.9, 1.0, 0.5, 1.0, 0.0, 1.0
+THRESHOLD = 0.5
+DATA_SEED = 0
+
+
+# --- the model, as in tests/test_smc.py --------------------------------------
+
+
+@ppl.gen
+def lg_step(x_prev, is_first):
+    mean = jnp.where(is_first, M0, A * x_prev)
+    var = jnp.where(is_first, P0, Q)
+    x = dist.Normal(mean, jnp.sqrt(var)) @ "x"
+    dist.Normal(C * x, jnp.sqrt(R)) @ "y"
+    return x
+
+
+@ppl.gen
+def lgssm(first_flags):
+    return ppl.scan(lg_step, in_axes=(0,))(0.0, first_flags) @ "steps"
+
+
+# --- the same filter in plain JAX --------------------------------------------
+
+
+def systematic_resample(key, log_w, n):
+    """Ancestors by systematic resampling: searchsorted of (k + U) / n in the normalised CDF."""
+    w = jnp.exp(log_w - jnp.max(log_w))
+    cdf = jnp.cumsum(w)
+    cdf = cdf / cdf[-1]
+    u = (jnp.arange(n) + jax.random.uniform(key)) / n
+    return jnp.minimum(jnp.searchsorted(cdf, u, side="right"), n - 1)
+
+
+def hand_filter(key, ys, first_flags, n):
+    """Bootstrap PF: (log Z, final log weights, per-step ESS, per-step resampled flag, running log Z)."""
+    log_n = jnp.log(n)
+
+    def step(state, inputs):
+        x, log_w, lse_w, ess_prev = state  # lse_w = logsumexp(log_w), carried to avoid recomputing it
+        k, y, is_first, t = inputs
+        k_res, k_x = jax.random.split(k)
+        do_resample = (t > 0) & (ess_prev < THRESHOLD * n)
+        x, log_w, lse_w = jax.lax.cond(
+            do_resample,
+            lambda: (x[systematic_resample(k_res, log_w, n)], jnp.zeros_like(log_w), log_n),
+            lambda: (x, log_w, lse_w),
+        )
+        mean = jnp.where(is_first, M0, A * x)
+        sd = jnp.where(is_first, math.sqrt(P0), math.sqrt(Q))
+        x = mean + sd * jax.random.normal(k_x, (n,))
+        new_log_w = log_w + norm.logpdf(y, C * x, math.sqrt(R))
+        new_lse = logsumexp(new_log_w)
+        ess = 1.0 / jnp.sum(jnp.exp(2.0 * (new_log_w - new_lse)))
+        return (x, new_log_w, new_lse, ess), (ess, do_resample, new_lse - lse_w)
+
+    T = ys.shape[0]
+    init = (jnp.zeros(n), jnp.zeros(n), log_n, jnp.asarray(float(n)))
+    (_, log_w, _, _), (ess, resampled, dlog_z) = jax.lax.scan(
+        step, init, (jax.random.split(key, T), ys, first_flags, jnp.arange(T))
+    )
+    log_z_path = jnp.cumsum(dlog_z)
+    return log_z_path[-1], log_w, ess, resampled, log_z_path
+
+
+# --- timing --------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--particles", default="1000,10000,100000", help="comma-separated N values")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--T", type=int, default=100, help="time steps")
+    parser.add_argument("--min-run-s", type=float, default=0.05, help="a 'run' repeats calls until it lasts this long")
+    args = parser.parse_args()
+    ns = [int(float(s)) for s in args.particles.split(",")]
+    T = args.T
+
+    _, ys_np = oracles.lgssm_simulate(np.random.default_rng(DATA_SEED), T, A, C, Q, R, M0, P0)
+    _, _, exact_log_z = oracles.kalman_filter(ys_np, A, C, Q, R, M0, P0)
+    ys = jnp.asarray(ys_np, jnp.float32)
+    flags = jnp.arange(T) == 0
+    obs = {"steps": {"y": ys}}
+
+    print(f"bootstrap PF on the scalar LGSSM (a={A}, q={Q}, r={R}), T={T}, systematic resampling at ESS/N < {THRESHOLD}")
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({os.cpu_count()} cores visible); "
+          f"median of {args.repeats} runs, compile = first call - steady-state call")
+    header = (f"{'N':>8}  {'filter':<24}{'ms/run':>10}{'particle-steps/s':>18}{'ratio ours/hand':>17}"
+              f"{'compile (s)':>13}{'compile ratio':>15}")
+    print()
+    print(header)
+    print("-" * len(header))
+
+    sanity = []
+    for n in ns:
+        impls = {
+            "smc (return_traces=False)": (
+                lambda k, n=n: smc.run(k, lgssm, (flags,), obs, n, return_traces=False),
+                lambda r: r.log_marginal_likelihood(),
+            ),
+            "smc (return_traces=True)": (
+                lambda k, n=n: smc.run(k, lgssm, (flags,), obs, n, return_traces=True),
+                lambda r: r.log_marginal_likelihood(),
+            ),
+            "hand-written JAX": (jax.jit(lambda k, n=n: hand_filter(k, ys, flags, n)), lambda r: r[0]),
+        }
+        keys = iter(jax.random.split(jax.random.key(n), 100_000))
+        compile_s, per_call, log_zs, number = {}, {}, {}, {}
+        for name, (fn, _) in impls.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn(next(keys)))
+            first = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn(next(keys)))
+            steady = time.perf_counter() - t0
+            compile_s[name] = first - steady
+            number[name] = max(1, math.ceil(args.min_run_s / steady))
+            per_call[name], log_zs[name] = [], []
+        for _ in range(args.repeats):  # round-robin, so every filter sees the same machine load
+            for name, (fn, log_z_of) in impls.items():
+                run_keys = [next(keys) for _ in range(number[name])]
+                t0 = time.perf_counter()
+                outs = [fn(k) for k in run_keys]
+                jax.block_until_ready(outs)
+                per_call[name].append((time.perf_counter() - t0) / number[name])
+                log_zs[name].extend(float(log_z_of(o)) for o in outs)
+        med = {name: float(np.median(v)) for name, v in per_call.items()}
+        hand = "hand-written JAX"
+        for name in impls:
+            rate = n * T / med[name]
+            if name == hand:
+                ratio, c_ratio = "", ""
+            else:
+                ratio = f"{med[hand] / med[name]:.3f}"
+                c_ratio = f"{compile_s[name] / compile_s[hand]:.2f}"
+            print(f"{n:>8}  {name:<24}{med[name] * 1e3:>10.2f}{rate:>18.3e}{ratio:>17}"
+                  f"{compile_s[name]:>13.3f}{c_ratio:>15}")
+        print()
+        sanity.append((n, log_zs))
+
+    print(f"log Z sanity: exact Kalman log likelihood = {exact_log_z:.4f}")
+    print(f"{'N':>8}  {'filter':<24}{'runs':>6}{'mean log Z':>13}{'sd':>9}{'(mean-exact)/sd':>17}  ok")
+    all_ok = True
+    for n, log_zs in sanity:
+        for name, vals in log_zs.items():
+            v = np.asarray(vals, np.float64)
+            sd = v.std(ddof=1) if len(v) > 1 else float("nan")
+            z = (v.mean() - exact_log_z) / sd
+            ok = bool(np.all(np.isfinite(v)) and abs(z) < 4.0)
+            all_ok &= ok
+            print(f"{n:>8}  {name:<24}{len(v):>6}{v.mean():>13.4f}{sd:>9.4f}{z:>17.2f}  {'yes' if ok else 'NO'}")
+    print("all log Z estimates within 4 sd of the exact value" if all_ok else "SOME log Z estimates are off")
+
+
+if __name__ == "__main__":
+    main()

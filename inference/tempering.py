@@ -1,0 +1,209 @@
+"""SMC samplers for static models: tempering, and a sequence of targets (data annealing).
+
+Tempering (Neal 2001; Del Moral, Doucet & Jasra 2006) moves particles from the
+prior to the posterior through γ_β(x) = p(x) L(x)^β, 0 = β_0 < ... < β_K = 1,
+where L(x) is the likelihood of the observations (with all factors). Each
+stage picks β_{k+1} by bisection so that the ESS of the incremental weights
+(β_{k+1} - β_k) log L(x) is `target_ess`·N (Jasra et al. 2011), resamples, and
+rejuvenates with Metropolis-Hastings moves that leave γ_{β_{k+1}} invariant:
+a `regenerate` proposal whose weight is the full-posterior MH ratio, corrected by
+-(1 - β)(log L(x') - log L(x)). Then log Ẑ = Σ_k log mean_i exp((β_{k+1} - β_k) log L(x_i)).
+
+A sequence of targets (`anneal`) is the same model under a sequence of argument
+values, args_0, ..., args_K (stacked along a leading axis): for data annealing,
+a mask that lets in more observations at each stage (`dist.X(...).mask(m) @ "y"`);
+for a user-chosen temperature schedule, a β argument. The incremental weight
+is the `update` weight from args_k to args_{k+1}.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import logsumexp
+
+import ppl
+
+from . import resampling
+
+__all__ = ["TemperingResult", "temper", "anneal"]
+
+
+class TemperingResult(eqx.Module):
+    """Equally weighted particles from the final target, and the evidence estimate."""
+
+    traces: ppl.Trace
+    log_marginal: jax.Array
+    schedule: jax.Array
+    """The temperatures (tempering) or stage indices reached, padded with the last value."""
+    n_stages: jax.Array
+    acceptance: jax.Array
+    """Mean MH acceptance at each stage."""
+    failed: jax.Array
+
+    def log_marginal_likelihood(self) -> jax.Array:
+        return self.log_marginal
+
+    @property
+    def choices(self) -> Any:
+        return self.traces.choices
+
+
+def _ess_fraction(log_w: jax.Array) -> jax.Array:
+    w = jax.nn.softmax(log_w)
+    return 1.0 / (jnp.sum(w**2) * log_w.shape[0])
+
+
+def _next_beta(beta, log_lik, target_ess, n_bisect: int = 40):
+    """The largest β' ≤ 1 whose incremental weights keep ESS/N ≥ target (bisection)."""
+    log_lik = jnp.where(jnp.isfinite(log_lik), log_lik, -jnp.inf)
+
+    def ess_at(b):
+        return _ess_fraction((b - beta) * log_lik)
+
+    def bisect(bounds, _):
+        lo, hi = bounds
+        mid = 0.5 * (lo + hi)
+        ok = ess_at(mid) >= target_ess
+        return (jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)), None
+
+    (lo, _), _ = jax.lax.scan(bisect, (beta, jnp.ones(())), None, length=n_bisect)
+    return jnp.where(ess_at(1.0) >= target_ess, 1.0, jnp.maximum(lo, beta + 1e-6))
+
+
+def _mh_moves(key, model, traces, args, selection, n_steps, log_lik_of, beta):
+    """MH with prior proposals on `selection`, targeting p(x) L(x)^β: vmapped over particles."""
+
+    def chain(key, tr):
+        def one(carry, key):
+            tr, n_acc = carry
+            k_prop, k_acc = jax.random.split(key)
+            new, w = model.regenerate(k_prop, tr, selection, *args)
+            log_alpha = w - (1.0 - beta) * (log_lik_of(new) - log_lik_of(tr))
+            accept = jnp.log(jax.random.uniform(k_acc)) < log_alpha
+            return (jax.tree.map(lambda a, b: jnp.where(accept, a, b), new, tr), n_acc + accept), None
+
+        (tr, n_acc), _ = jax.lax.scan(one, (tr, jnp.zeros((), jnp.int32)), jax.random.split(key, n_steps))
+        return tr, n_acc / n_steps
+
+    keys = jax.random.split(key, jax.tree.leaves(traces)[0].shape[0])
+    traces, acc = jax.vmap(chain)(keys, traces)
+    return traces, jnp.mean(acc)
+
+
+@eqx.filter_jit
+def _temper(key, model, args, observations, n, target_ess, n_mcmc, max_stages, scheme, selection):
+    obs_selection = ppl.sel.of(observations)
+    if selection is None:
+        selection = ~obs_selection
+
+    def log_lik_of(tr):
+        return model.project(tr, obs_selection)
+
+    k_init, k_stages = jax.random.split(key)
+    traces, log_lik = jax.vmap(lambda k: model.generate(k, observations, *args))(jax.random.split(k_init, n))
+
+    def stage(state, key):
+        traces, log_lik, beta, log_z, failed = state
+        k_res, k_mcmc = jax.random.split(key)
+        done = beta >= 1.0
+        new_beta = jnp.where(done, beta, _next_beta(beta, log_lik, target_ess))
+        inc = (new_beta - beta) * log_lik
+        step_z = logsumexp(inc) - jnp.log(n)
+        failed = failed | ~jnp.isfinite(step_z)
+        log_z = jnp.where(done, log_z, log_z + step_z)
+        ancestors = resampling.get(scheme)(k_res, inc, n)
+        moved, acc = _mh_moves(k_mcmc, model, jax.tree.map(lambda x: x[ancestors], traces), args, selection,
+                               n_mcmc, log_lik_of, new_beta)
+        traces = jax.tree.map(lambda a, b: jnp.where(done, a, b), traces, moved)
+        log_lik = jax.vmap(log_lik_of)(traces)
+        return (traces, log_lik, new_beta, log_z, failed), (new_beta, jnp.where(done, 0.0, acc))
+
+    init = (traces, log_lik, jnp.zeros(()), jnp.zeros(()), jnp.zeros((), bool))
+    (traces, _, beta, log_z, failed), (betas, acc) = jax.lax.scan(stage, init, jax.random.split(k_stages, max_stages))
+    n_stages = jnp.sum(jnp.concatenate([jnp.ones(1, bool), betas[:-1] < 1.0]) & (betas > 0))
+    failed = failed | (beta < 1.0)
+    return TemperingResult(traces, jnp.where(failed, -jnp.inf, log_z), betas, n_stages, acc, failed)
+
+
+def temper(
+    key: jax.Array,
+    model: ppl.GenFn,
+    args: tuple,
+    observations: dict,
+    n_particles: int,
+    target_ess: float = 0.5,
+    n_mcmc: int = 5,
+    max_stages: int = 100,
+    resampling_scheme: str = "systematic",
+    selection: ppl.Selection | None = None,
+) -> TemperingResult:
+    """Adaptive tempering SMC from prior to posterior (see the module docstring).
+
+    `selection` picks the latent choices the MH moves resample (default: all
+    that are not observed). `failed` is set if β did not reach 1 within
+    `max_stages` or a stage's weights were all zero.
+    """
+    if not 0.0 < target_ess < 1.0:
+        raise ValueError(f"target_ess is a fraction of N in (0, 1), got {target_ess!r}")
+    resampling.get(resampling_scheme)
+    observations = ppl.choicemap.normalize(observations)
+    return _temper(key, model, tuple(args), observations, n_particles, float(target_ess), n_mcmc, max_stages,
+                   resampling_scheme, selection)
+
+
+@eqx.filter_jit
+def _anneal(key, model, args_sequence, observations, n, n_mcmc, scheme, selection):
+    if selection is None:
+        selection = ~ppl.sel.of(observations)
+    n_targets = jax.tree.leaves(args_sequence)[0].shape[0]
+    args_at = lambda k: jax.tree.map(lambda x: x[k], args_sequence)  # noqa: E731
+    k_init, k_stages = jax.random.split(key)
+    traces, log_w = jax.vmap(lambda k: model.generate(k, observations, *args_at(0)))(jax.random.split(k_init, n))
+    log_z0 = logsumexp(log_w) - jnp.log(n)
+
+    def stage(state, inputs):
+        traces, log_w, log_z, failed = state
+        key, k = inputs
+        k_res, k_upd, k_mcmc = jax.random.split(key, 3)
+        ancestors = resampling.get(scheme)(k_res, log_w, n)
+        traces = jax.tree.map(lambda x: x[ancestors], traces)
+        traces, inc, _ = jax.vmap(lambda kk, tr: model.update(kk, tr, None, *args_at(k)))(jax.random.split(k_upd, n), traces)
+        step_z = logsumexp(inc) - jnp.log(n)
+        failed = failed | ~jnp.isfinite(step_z)
+        log_z = log_z + step_z
+        no_tempering = lambda tr: jnp.zeros(())  # noqa: E731  (β = 1: plain MH on target k)
+        traces, acc = _mh_moves(k_mcmc, model, traces, args_at(k), selection, n_mcmc, no_tempering, 1.0)
+        return (traces, inc, log_z, failed), acc
+
+    init = (traces, log_w, log_z0, ~jnp.isfinite(log_z0))
+    keys = jax.random.split(k_stages, n_targets - 1)
+    (traces, log_w, log_z, failed), acc = jax.lax.scan(stage, init, (keys, jnp.arange(1, n_targets)))
+    ancestors = resampling.get(scheme)(jax.random.fold_in(key, 1), log_w, n)
+    traces = jax.tree.map(lambda x: x[ancestors], traces)
+    return TemperingResult(traces, jnp.where(failed, -jnp.inf, log_z), jnp.arange(1, n_targets), n_targets - 1, acc, failed)
+
+
+def anneal(
+    key: jax.Array,
+    model: ppl.GenFn,
+    args_sequence: tuple,
+    observations: dict,
+    n_particles: int,
+    n_mcmc: int = 5,
+    resampling_scheme: str = "systematic",
+    selection: ppl.Selection | None = None,
+) -> TemperingResult:
+    """SMC through the targets `model(*args_k)`, k = 0..K (arrays in `args_sequence` stacked on axis 0).
+
+    Resamples before every stage; the final particles are resampled to equal weight.
+    """
+    leaves = jax.tree.leaves(args_sequence)
+    if not leaves or len({leaf.shape[0] for leaf in leaves}) != 1:
+        raise ValueError("args_sequence must hold arrays with one shared leading axis: the stage index")
+    resampling.get(resampling_scheme)
+    return _anneal(key, model, tuple(args_sequence), ppl.choicemap.normalize(observations), n_particles, n_mcmc,
+                   resampling_scheme, selection)
