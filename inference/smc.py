@@ -166,6 +166,13 @@ def _constrain(cfg: _Config, tree):
     return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, spec) if x.ndim and x.shape[0] == cfg.n else x, tree)
 
 
+def _replicated(cfg: _Config, x):
+    """A full copy on every device: resampling decisions then match one device bit for bit."""
+    if cfg.mesh is None:
+        return x
+    return jax.lax.with_sharding_constraint(x, jax.sharding.NamedSharding(cfg.mesh, jax.sharding.PartitionSpec()))
+
+
 def _extend_one(cfg: _Config, key, particle: Particles, obs_t, t):
     """One particle, one step: (step trace, incremental log weight)."""
     step = cfg.ss.step
@@ -206,6 +213,7 @@ def _step(cfg: _Config, observations, reference):
         n = cfg.n
 
         # resample (never before the first step; always under CSMC)
+        log_w = _replicated(cfg, log_w)
         ess_before = _ess(log_w)
         if reference is not None:
             do_resample = t > 0
@@ -320,7 +328,7 @@ def _run_compiled(key, model, args, observations, reference, cfg_static):
     particles, log_w, log_z, failed, info, history = _run(key, cfg, args, observations, ref_prefix, ref_steps)
     traces = None
     if cfg.keep_history:
-        traces = _final_traces(jax.random.fold_in(key, 1), cfg, model, args, particles, history)
+        traces = _constrain(cfg, _final_traces(jax.random.fold_in(key, 1), cfg, model, args, particles, history))
     return SMCResult(traces, log_w, log_z, info, history if cfg.keep_history else None, failed)
 
 
