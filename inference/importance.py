@@ -41,22 +41,15 @@ class ImportanceResult(NamedTuple):
 
     def normalized_weights(self) -> jax.Array:
         """Weights summing to one (all zero when every weight is zero, never NaN)."""
-        return _safe_normalize(self.log_weights)
+        return resampling.weights(self.log_weights)
 
     def ess(self) -> jax.Array:
         """Effective sample size 1 / Σ w_i² of the normalised weights (0 when all weights are zero)."""
-        w = self.normalized_weights()
-        total = jnp.sum(w**2)
-        return jnp.where(total > 0, 1.0 / jnp.where(total > 0, total, 1.0), 0.0)
+        return resampling.ess(self.log_weights)
 
     @property
     def choices(self) -> Any:
         return self.traces.choices
-
-
-def _safe_normalize(log_weights: jax.Array) -> jax.Array:
-    finite = jnp.isfinite(logsumexp(log_weights))
-    return jnp.where(finite, jnp.exp(log_weights - jnp.where(finite, logsumexp(log_weights), 0.0)), 0.0)
 
 
 def run(

@@ -47,6 +47,7 @@ __all__ = [
     "systematic",
     "residual",
     "ess",
+    "weights",
     "normalize",
     "SCHEMES",
     "get",
@@ -64,10 +65,18 @@ def normalize(log_weights: jax.Array) -> jax.Array:
     return log_weights - jax.nn.logsumexp(log_weights)
 
 
+def weights(log_weights: jax.Array) -> jax.Array:
+    """Normalised weights in probability space; all zeros (never NaN) when every weight is zero."""
+    total = jax.nn.logsumexp(log_weights)
+    finite = jnp.isfinite(total)
+    return jnp.where(finite, jnp.exp(log_weights - jnp.where(finite, total, 0.0)), 0.0)
+
+
 def ess(log_weights: jax.Array) -> jax.Array:
-    """Effective sample size `1 / sum_i w_i^2` of unnormalised log weights, between 1 and N."""
+    """Effective sample size `1 / sum_i w_i^2` of unnormalised log weights: between 1 and N, 0 if all are -inf."""
     # (sum w)^2 / sum w^2 in log space: invariant to a constant shift and free of overflow.
-    return jnp.exp(2.0 * jax.nn.logsumexp(log_weights) - jax.nn.logsumexp(2.0 * log_weights))
+    value = jnp.exp(2.0 * jax.nn.logsumexp(log_weights) - jax.nn.logsumexp(2.0 * log_weights))
+    return jnp.where(jnp.isfinite(jax.nn.logsumexp(log_weights)), value, 0.0)
 
 
 def _rescaled(log_weights: jax.Array) -> jax.Array:

@@ -97,27 +97,16 @@ class SMCResult(eqx.Module):
         return self.log_marginal
 
     def normalized_weights(self) -> jax.Array:
-        return _normalize(self.log_weights)
+        """Final weights summing to one (all zero when the run failed)."""
+        return resampling.weights(self.log_weights)
 
     def ess(self) -> jax.Array:
         """ESS of the final weights (0 when the run failed)."""
-        return _ess(self.log_weights)
+        return resampling.ess(self.log_weights)
 
     @property
     def choices(self) -> Any:
         return None if self.traces is None else self.traces.choices
-
-
-def _normalize(log_weights):
-    total = logsumexp(log_weights)
-    ok = jnp.isfinite(total)
-    return jnp.where(ok, jnp.exp(log_weights - jnp.where(ok, total, 0.0)), 0.0)
-
-
-def _ess(log_weights):
-    w = _normalize(log_weights)
-    s = jnp.sum(w**2)
-    return jnp.where(s > 0, 1.0 / jnp.where(s > 0, s, 1.0), 0.0)
 
 
 def _gather(tree, idx):
@@ -214,7 +203,7 @@ def _step(cfg: _Config, observations, reference):
 
         # resample (never before the first step; always under CSMC)
         log_w = _replicated(cfg, log_w)
-        ess_before = _ess(log_w)
+        ess_before = resampling.ess(log_w)
         if reference is not None:
             do_resample = t > 0
         elif cfg.threshold >= 1.0:
@@ -257,7 +246,7 @@ def _step(cfg: _Config, observations, reference):
         new_log_w = jnp.where(failed, -jnp.inf, new_log_w)  # a failed run stays failed: Ẑ = 0
         carry = jax.vmap(lambda tr: cfg.ss.next_carry(tr.retval))(traces)
         particles = _constrain(cfg, particles._replace(carry=carry))
-        info = StepInfo(_ess(new_log_w), do_resample, log_z, acceptance)
+        info = StepInfo(resampling.ess(new_log_w), do_resample, log_z, acceptance)
         record = History(ancestors, traces.choices, carry, new_log_w) if cfg.keep_history else None
         return (particles, new_log_w, log_z, failed), (info, record)
 

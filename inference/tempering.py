@@ -52,17 +52,12 @@ class TemperingResult(eqx.Module):
         return self.traces.choices
 
 
-def _ess_fraction(log_w: jax.Array) -> jax.Array:
-    w = jax.nn.softmax(log_w)
-    return 1.0 / (jnp.sum(w**2) * log_w.shape[0])
-
-
 def _next_beta(beta, log_lik, target_ess, n_bisect: int = 40):
     """The largest β' ≤ 1 whose incremental weights keep ESS/N ≥ target (bisection)."""
     log_lik = jnp.where(jnp.isfinite(log_lik), log_lik, -jnp.inf)
 
     def ess_at(b):
-        return _ess_fraction((b - beta) * log_lik)
+        return resampling.ess((b - beta) * log_lik) / log_lik.shape[0]
 
     def bisect(bounds, _):
         lo, hi = bounds

@@ -116,7 +116,8 @@ def test_ess():
     assert resampling.ess(jnp.full(N, -3.7)) == pytest.approx(N, rel=1e-5)
     one_hot = jnp.full(N, -jnp.inf).at[3].set(0.0)
     assert resampling.ess(one_hot) == pytest.approx(1.0, rel=1e-6)
-    assert jnp.isnan(resampling.ess(jnp.full(N, -jnp.inf)))
+    assert resampling.ess(jnp.full(N, -jnp.inf)) == 0.0  # no weight at all: ESS 0, not NaN
+    assert jnp.all(resampling.weights(jnp.full(N, -jnp.inf)) == 0.0)
     logw = _log_weights()
     w = np.asarray(jax.nn.softmax(logw), dtype=np.float64)
     assert resampling.ess(logw) == pytest.approx(1 / (w**2).sum(), rel=1e-5)
