@@ -8,7 +8,7 @@ written with `ppl.scan` (the first step is selected by a scanned `is_first` flag
 T = 100, data simulated with a fixed seed. Both filters propose from the prior,
 resample systematically when ESS/N < 0.5 and keep the running log marginal likelihood.
 
-    python benchmarks/bench_smc.py [--particles 1000,10000,100000] [--repeats 5] [--T 100]
+    python benchmarks/bench_smc.py [--particles 1000,10000,100000] [--repeats 5] [--T 100] [--breakdown]
 
 Prints, for each N, the seconds per run and particle-steps per second (N*T / seconds,
 median of `--repeats` runs, compilation excluded; the implementations are timed
@@ -78,31 +78,50 @@ def systematic_resample(key, log_w, n):
     return jnp.minimum(jnp.searchsorted(cdf, u, side="right"), n - 1)
 
 
-def hand_filter(key, ys, first_flags, n):
-    """Bootstrap PF: (log Z, final log weights, per-step ESS, per-step resampled flag, running log Z)."""
+def hand_filter(key, ys, first_flags, n, per_particle_keys=False, always_resample=False, per_particle_flags=False):
+    """Bootstrap PF: (log Z, final log weights, per-step ESS, per-step resampled flag, running log Z).
+
+    The keyword switches (all off for the benchmark) each add one thing `smc.run` does, for
+    `--breakdown`: a key per particle (split, then one fold_in per choice, as a vmapped GFI
+    call does); resampling computed at every step and selected with `jnp.where` instead of
+    `lax.cond`; the scanned `is_first` flags held per particle, shape (N, T), and gathered
+    with the particles (smc.run keeps the scan's arguments per particle).
+    """
     log_n = jnp.log(n)
 
     def step(state, inputs):
-        x, log_w, lse_w, ess_prev = state  # lse_w = logsumexp(log_w), carried to avoid recomputing it
+        x, log_w, lse_w, ess_prev, flags_n = state  # lse_w = logsumexp(log_w), carried, not recomputed
         k, y, is_first, t = inputs
         k_res, k_x = jax.random.split(k)
         do_resample = (t > 0) & (ess_prev < THRESHOLD * n)
-        x, log_w, lse_w = jax.lax.cond(
-            do_resample,
-            lambda: (x[systematic_resample(k_res, log_w, n)], jnp.zeros_like(log_w), log_n),
-            lambda: (x, log_w, lse_w),
-        )
+        if always_resample:
+            ancestors = jnp.where(do_resample, systematic_resample(k_res, log_w, n), jnp.arange(n))
+            x, flags_n = x[ancestors], (flags_n[ancestors] if per_particle_flags else flags_n)
+            log_w, lse_w = jnp.where(do_resample, 0.0, log_w), jnp.where(do_resample, log_n, lse_w)
+        else:
+            def resample():
+                ancestors = systematic_resample(k_res, log_w, n)
+                return x[ancestors], jnp.zeros_like(log_w), log_n, (flags_n[ancestors] if per_particle_flags else flags_n)
+
+            x, log_w, lse_w, flags_n = jax.lax.cond(do_resample, resample, lambda: (x, log_w, lse_w, flags_n))
+        if per_particle_flags:
+            is_first = flags_n[:, t]
         mean = jnp.where(is_first, M0, A * x)
         sd = jnp.where(is_first, math.sqrt(P0), math.sqrt(Q))
-        x = mean + sd * jax.random.normal(k_x, (n,))
+        if per_particle_keys:
+            eps = jax.vmap(lambda kk: jax.random.normal(jax.random.fold_in(kk, 1)))(jax.random.split(k_x, n))
+        else:
+            eps = jax.random.normal(k_x, (n,))
+        x = mean + sd * eps
         new_log_w = log_w + norm.logpdf(y, C * x, math.sqrt(R))
         new_lse = logsumexp(new_log_w)
         ess = 1.0 / jnp.sum(jnp.exp(2.0 * (new_log_w - new_lse)))
-        return (x, new_log_w, new_lse, ess), (ess, do_resample, new_lse - lse_w)
+        return (x, new_log_w, new_lse, ess, flags_n), (ess, do_resample, new_lse - lse_w)
 
     T = ys.shape[0]
-    init = (jnp.zeros(n), jnp.zeros(n), log_n, jnp.asarray(float(n)))
-    (_, log_w, _, _), (ess, resampled, dlog_z) = jax.lax.scan(
+    flags_n = jnp.broadcast_to(first_flags, (n, T)) if per_particle_flags else jnp.zeros(())
+    init = (jnp.zeros(n), jnp.zeros(n), log_n, jnp.asarray(float(n)), flags_n)
+    (_, log_w, _, _, _), (ess, resampled, dlog_z) = jax.lax.scan(
         step, init, (jax.random.split(key, T), ys, first_flags, jnp.arange(T))
     )
     log_z_path = jnp.cumsum(dlog_z)
@@ -112,12 +131,42 @@ def hand_filter(key, ys, first_flags, n):
 # --- timing --------------------------------------------------------------------
 
 
+def time_round_robin(impls: dict, keys, repeats: int, min_run_s: float):
+    """{name: fn(key)} -> ({name: compile s}, {name: median s per call}, {name: [outputs]}).
+
+    A run repeats calls (fresh keys) until it lasts about `min_run_s`; the filters take
+    turns run by run, so every one sees the same machine load.
+    """
+    compile_s, number, per_call, outputs = {}, {}, {}, {}
+    for name, fn in impls.items():
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(next(keys)))
+        first = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(next(keys)))
+        steady = time.perf_counter() - t0
+        compile_s[name] = first - steady
+        number[name] = max(1, math.ceil(min_run_s / steady))
+        per_call[name], outputs[name] = [], []
+    for _ in range(repeats):
+        for name, fn in impls.items():
+            run_keys = [next(keys) for _ in range(number[name])]
+            t0 = time.perf_counter()
+            outs = [fn(k) for k in run_keys]
+            jax.block_until_ready(outs)
+            per_call[name].append((time.perf_counter() - t0) / number[name])
+            outputs[name].extend(outs)
+    return compile_s, {name: float(np.median(v)) for name, v in per_call.items()}, outputs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--particles", default="1000,10000,100000", help="comma-separated N values")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--T", type=int, default=100, help="time steps")
-    parser.add_argument("--min-run-s", type=float, default=0.05, help="a 'run' repeats calls until it lasts this long")
+    parser.add_argument("--min-run-s", type=float, default=0.05, help="a run repeats calls until it lasts this long")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also time the hand-written filter with smc.run's costs added one at a time")
     args = parser.parse_args()
     ns = [int(float(s)) for s in args.particles.split(",")]
     T = args.T
@@ -130,62 +179,51 @@ def main() -> None:
 
     print(f"bootstrap PF on the scalar LGSSM (a={A}, q={Q}, r={R}), T={T}, systematic resampling at ESS/N < {THRESHOLD}")
     print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({os.cpu_count()} cores visible); "
-          f"median of {args.repeats} runs, compile = first call - steady-state call")
-    header = (f"{'N':>8}  {'filter':<24}{'ms/run':>10}{'particle-steps/s':>18}{'ratio ours/hand':>17}"
+          f"median of {args.repeats} runs; compile = first call - steady-state call")
+    print("ratio ours/hand: throughput of smc.run / throughput of the hand-written filter (goal >= 0.95 for "
+          "return_traces=False); compile ratio: ours / hand")
+    header = (f"{'N':>8}  {'filter':<26}{'ms/run':>10}{'particle-steps/s':>18}{'ratio ours/hand':>17}"
               f"{'compile (s)':>13}{'compile ratio':>15}")
     print()
     print(header)
     print("-" * len(header))
 
-    sanity = []
+    hand = "hand-written JAX"
+    sanity, breakdowns = [], []
     for n in ns:
         impls = {
-            "smc (return_traces=False)": (
-                lambda k, n=n: smc.run(k, lgssm, (flags,), obs, n, return_traces=False),
-                lambda r: r.log_marginal_likelihood(),
-            ),
-            "smc (return_traces=True)": (
-                lambda k, n=n: smc.run(k, lgssm, (flags,), obs, n, return_traces=True),
-                lambda r: r.log_marginal_likelihood(),
-            ),
-            "hand-written JAX": (jax.jit(lambda k, n=n: hand_filter(k, ys, flags, n)), lambda r: r[0]),
+            "smc.run return_traces=F": lambda k, n=n: smc.run(k, lgssm, (flags,), obs, n, return_traces=False),
+            "smc.run return_traces=T": lambda k, n=n: smc.run(k, lgssm, (flags,), obs, n, return_traces=True),
+            hand: jax.jit(lambda k, n=n: hand_filter(k, ys, flags, n)),
         }
         keys = iter(jax.random.split(jax.random.key(n), 100_000))
-        compile_s, per_call, log_zs, number = {}, {}, {}, {}
-        for name, (fn, _) in impls.items():
-            t0 = time.perf_counter()
-            jax.block_until_ready(fn(next(keys)))
-            first = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            jax.block_until_ready(fn(next(keys)))
-            steady = time.perf_counter() - t0
-            compile_s[name] = first - steady
-            number[name] = max(1, math.ceil(args.min_run_s / steady))
-            per_call[name], log_zs[name] = [], []
-        for _ in range(args.repeats):  # round-robin, so every filter sees the same machine load
-            for name, (fn, log_z_of) in impls.items():
-                run_keys = [next(keys) for _ in range(number[name])]
-                t0 = time.perf_counter()
-                outs = [fn(k) for k in run_keys]
-                jax.block_until_ready(outs)
-                per_call[name].append((time.perf_counter() - t0) / number[name])
-                log_zs[name].extend(float(log_z_of(o)) for o in outs)
-        med = {name: float(np.median(v)) for name, v in per_call.items()}
-        hand = "hand-written JAX"
+        compile_s, med, outputs = time_round_robin(impls, keys, args.repeats, args.min_run_s)
         for name in impls:
-            rate = n * T / med[name]
-            if name == hand:
-                ratio, c_ratio = "", ""
-            else:
-                ratio = f"{med[hand] / med[name]:.3f}"
-                c_ratio = f"{compile_s[name] / compile_s[hand]:.2f}"
-            print(f"{n:>8}  {name:<24}{med[name] * 1e3:>10.2f}{rate:>18.3e}{ratio:>17}"
+            ratio = "" if name == hand else f"{med[hand] / med[name]:.3f}"
+            c_ratio = "" if name == hand else f"{compile_s[name] / compile_s[hand]:.2f}"
+            print(f"{n:>8}  {name:<26}{med[name] * 1e3:>10.2f}{n * T / med[name]:>18.3e}{ratio:>17}"
                   f"{compile_s[name]:>13.3f}{c_ratio:>15}")
         print()
+        log_zs = {name: [float(o[0] if name == hand else o.log_marginal_likelihood()) for o in outs]
+                  for name, outs in outputs.items()}
         sanity.append((n, log_zs))
 
-    print(f"log Z sanity: exact Kalman log likelihood = {exact_log_z:.4f}")
-    print(f"{'N':>8}  {'filter':<24}{'runs':>6}{'mean log Z':>13}{'sd':>9}{'(mean-exact)/sd':>17}  ok")
+        if args.breakdown:
+            variants = {
+                hand: impls[hand],
+                "+ per-particle keys": jax.jit(lambda k, n=n: hand_filter(k, ys, flags, n, per_particle_keys=True)),
+                "+ resample always (where)": jax.jit(lambda k, n=n: hand_filter(k, ys, flags, n, always_resample=True)),
+                "+ where + (N,T) flags": jax.jit(
+                    lambda k, n=n: hand_filter(k, ys, flags, n, always_resample=True, per_particle_flags=True)),
+                "+ all three": jax.jit(lambda k, n=n: hand_filter(
+                    k, ys, flags, n, per_particle_keys=True, always_resample=True, per_particle_flags=True)),
+                "smc.run return_traces=F": impls["smc.run return_traces=F"],
+            }
+            _, bmed, _ = time_round_robin(variants, keys, args.repeats, args.min_run_s)
+            breakdowns.append((n, bmed))
+
+    print(f"log Z sanity: exact (Kalman filter) log likelihood = {exact_log_z:.4f}")
+    print(f"{'N':>8}  {'filter':<26}{'runs':>6}{'mean log Z':>13}{'sd':>9}{'(mean-exact)/sd':>17}  ok")
     all_ok = True
     for n, log_zs in sanity:
         for name, vals in log_zs.items():
@@ -194,8 +232,16 @@ def main() -> None:
             z = (v.mean() - exact_log_z) / sd
             ok = bool(np.all(np.isfinite(v)) and abs(z) < 4.0)
             all_ok &= ok
-            print(f"{n:>8}  {name:<24}{len(v):>6}{v.mean():>13.4f}{sd:>9.4f}{z:>17.2f}  {'yes' if ok else 'NO'}")
-    print("all log Z estimates within 4 sd of the exact value" if all_ok else "SOME log Z estimates are off")
+            print(f"{n:>8}  {name:<26}{len(v):>6}{v.mean():>13.4f}{sd:>9.4f}{z:>17.2f}  {'yes' if ok else 'NO'}")
+    print("every filter's mean log Z is within 4 sd (of one run) of the exact value" if all_ok
+          else "SOME log Z estimates are off")
+
+    if breakdowns:
+        print("\nbreakdown: the hand-written filter with smc.run's costs added (ms/run, ratio hand / variant)")
+        for n, bmed in breakdowns:
+            for name, m in bmed.items():
+                print(f"{n:>8}  {name:<26}{m * 1e3:>10.2f}{bmed[hand] / m:>8.3f}")
+            print()
 
 
 if __name__ == "__main__":

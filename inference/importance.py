@@ -69,7 +69,7 @@ def run(
             return model.generate(key, observations, *args)
         k_q, k_p = jax.random.split(key)
         q = proposal.simulate(k_q, *proposal_args)
-        tr, w = model.generate(k_p, {**q.choices, **(observations or {})}, *args)
+        tr, w = model.generate(k_p, ppl.choicemap.merge(q.choices, observations), *args)
         return tr, w - q.score
 
     traces, log_w = jax.vmap(one)(jax.random.split(key, n_particles))
