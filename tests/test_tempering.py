@@ -71,3 +71,19 @@ def test_tempering_arguments_are_checked():
         tempering.temper(jax.random.key(0), model, (ALL,), OBS, 10, target_ess=1.5)
     with pytest.raises(ValueError, match="leading axis"):
         tempering.anneal(jax.random.key(0), model, (), OBS, 10)
+
+
+def test_importance_with_the_exact_posterior_as_proposal_is_exact():
+    from inference import importance
+
+    @ppl.gen
+    def posterior():
+        return dist.Normal(POST_MEAN, jnp.sqrt(POST_VAR)) @ "mu"
+
+    res = importance.run(jax.random.key(0), model, (ALL,), OBS, 1000, proposal=posterior)
+    np.testing.assert_allclose(np.asarray(res.log_weights), LOG_Z, rtol=1e-4)  # every weight is Z
+    assert float(res.ess()) == pytest.approx(1000.0, rel=1e-3)
+    prior_only = importance.run(jax.random.key(0), model, (ALL,), OBS, 20_000)
+    w = np.asarray(prior_only.normalized_weights())
+    mean = float(np.sum(w * np.asarray(prior_only.choices["mu"])))
+    assert abs(mean - POST_MEAN) < 4 * np.sqrt(POST_VAR / float(prior_only.ess()))
