@@ -203,20 +203,23 @@ def _step(cfg: _Config, observations, reference):
 
         # resample (never before the first step; always under CSMC)
         log_w = _replicated(cfg, log_w)
-        ess_before = resampling.ess(log_w)
-        if reference is not None:
-            do_resample = t > 0
-        elif cfg.threshold >= 1.0:
+        if reference is not None or cfg.threshold >= 1.0:
             do_resample = t > 0
         else:
-            do_resample = (t > 0) & (ess_before < cfg.threshold * n)
-        ancestors = jnp.where(do_resample, resampling.get(cfg.scheme)(k_res, log_w, n), jnp.arange(n))
-        if reference is not None:
-            ancestors = ancestors.at[0].set(
-                _ancestor_of_reference(cfg, k_as, particles, log_w, reference, observations, t) if cfg.ancestor_sampling else 0
-            )
-        particles = _constrain(cfg, _gather(particles, ancestors))
-        log_w = jnp.where(do_resample, jnp.zeros(n), log_w)
+            do_resample = (t > 0) & (resampling.ess(log_w) < cfg.threshold * n)
+
+        def resample(particles):
+            ancestors = resampling.get(cfg.scheme)(k_res, log_w, n)
+            if reference is not None:
+                slot0 = _ancestor_of_reference(cfg, k_as, particles, log_w, reference, observations, t) if cfg.ancestor_sampling else 0
+                ancestors = ancestors.at[0].set(slot0)
+            return _constrain(cfg, _gather(particles, ancestors)), ancestors, jnp.zeros(n)
+
+        def keep(particles):
+            return particles, jnp.arange(n), log_w
+
+        # lax.cond skips the O(N log N) search and the gather on steps that do not resample
+        particles, ancestors, log_w = jax.lax.cond(do_resample, resample, keep, particles)
 
         # extend
         obs_t = cfg.ss.step_constraints(observations, t)

@@ -18,7 +18,7 @@ is the `update` weight from args_k to args_{k+1}.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import equinox as eqx
 import jax

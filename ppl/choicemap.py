@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from .errors import ModelError
 
-__all__ = ["Masked", "masked", "normalize", "subconstraint", "check_all_visited", "merge", "index", "unmask"]
+__all__ = ["Masked", "masked", "normalize", "subconstraint", "check_all_visited", "merge", "nest", "index", "unmask"]
 
 
 class Masked(eqx.Module):
@@ -73,6 +73,17 @@ def normalize(choices: Any) -> dict | Any:
             node[path[-1]] = {**node[path[-1]], **value}
         else:
             node[path[-1]] = value
+    return out
+
+
+def nest(flat: dict) -> dict:
+    """`{("a", "b"): v}` -> `{"a": {"b": v}}`: paths to nested dicts."""
+    out: dict = {}
+    for path, value in flat.items():
+        node = out
+        for k in path[:-1]:
+            node = node.setdefault(k, {})
+        node[path[-1]] = value
     return out
 
 

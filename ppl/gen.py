@@ -34,13 +34,7 @@ class GenTrace(Trace):
 
     @property
     def choices(self) -> dict:
-        out: dict = {}
-        for path, sub in self.subtraces.items():
-            node = out
-            for k in path[:-1]:
-                node = node.setdefault(k, {})
-            node[path[-1]] = sub.choices
-        return out
+        return choicemap.nest({path: sub.choices for path, sub in self.subtraces.items()})
 
     @property
     def score(self):
@@ -237,7 +231,7 @@ class StaticGenFn(GenFn):
         weight = handler.weight + handler.factor_total - trace.factor_total
         weight = weight - sum((t.score for t in removed.values()), jnp.zeros(()))
         discard = {**handler.discard, **{p: t.choices for p, t in removed.items()}}
-        return self._trace(handler, args, retval), weight, _nest(discard)
+        return self._trace(handler, args, retval), weight, choicemap.nest(discard)
 
     def _regenerate(self, key, trace, selection, args):
         _check_same_kind(trace, GenTrace, "regenerate")
@@ -249,16 +243,6 @@ class StaticGenFn(GenFn):
 
 def _last(handler: _Visits) -> str:
     return "/".join(map(str, max(handler.visited, key=len))) if handler.visited else "none yet"
-
-
-def _nest(flat: dict) -> dict:
-    out: dict = {}
-    for path, value in flat.items():
-        node = out
-        for k in path[:-1]:
-            node = node.setdefault(k, {})
-        node[path[-1]] = value
-    return out
 
 
 def _check_same_kind(trace, kind, method):

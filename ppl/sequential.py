@@ -98,7 +98,8 @@ class StateSpace(NamedTuple):
         self.model._run(handler, tuple(args))
         outside = {k: v for k, v in constraints.items() if k != self.path[0]} if len(self.path) == 1 else constraints
         choicemap.check_all_visited(outside, handler.visited - {self.path})
-        return Prefix(_nest(handler.subtraces), handler.weight + handler.factor_total, handler.scan_args)
+        choices = choicemap.nest({p: tr.choices for p, tr in handler.subtraces.items()})
+        return Prefix(choices, handler.weight + handler.factor_total, handler.scan_args)
 
     def step_args(self, scan_args: tuple, t, carry) -> tuple:
         """The arguments of step `t`: the carry, then each scan argument (sliced at t if scanned)."""
@@ -123,16 +124,6 @@ class StateSpace(NamedTuple):
             node = node.setdefault(k, {})
         node[self.path[-1]] = step_choices
         return out
-
-
-def _nest(subtraces: dict) -> dict:
-    out: dict = {}
-    for path, tr in subtraces.items():
-        node = out
-        for k in path[:-1]:
-            node = node.setdefault(k, {})
-        node[path[-1]] = tr.choices
-    return out
 
 
 def state_space(model: GenFn, args: tuple) -> StateSpace:

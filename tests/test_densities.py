@@ -57,12 +57,12 @@ def zoo():
     p = dist.Beta(2.0, 3.0) @ "p"
     k = dist.Bernoulli(p) @ "k"
     rate = dist.Gamma(2.0, 1.0) @ "rate"
-    counts = dist.Poisson(rate * jnp.ones(3)) @ "counts"
+    dist.Poisson(rate * jnp.ones(3)) @ "counts"
     w = dist.Dirichlet(jnp.ones(4)) @ "w"
     c = dist.Categorical(probs=w) @ "c"
     mvn = dist.MultivariateNormal(jnp.zeros(2), jnp.array([[2.0, 0.5], [0.5, 1.0]])) @ "mvn"
-    masked = dist.Normal(jnp.zeros(4), 1.0).mask(jnp.array([True, False, True, False])) @ "masked"
-    ev = dist.Normal(jnp.zeros(3), 2.0).to_event(1) @ "ev"
+    dist.Normal(jnp.zeros(4), 1.0).mask(jnp.array([True, False, True, False])) @ "masked"
+    dist.Normal(jnp.zeros(3), 2.0).to_event(1) @ "ev"
     ppl.factor(-0.5 * jnp.sum(mvn**2))
     return k + c
 

@@ -28,41 +28,14 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ..core import GenFn, StoredArgs, Trace
+from ..core import GenFn, StoredArgs
+from .batched import BatchedTrace
 from ..errors import ModelError
-from ..selection import Selection
 
 __all__ = ["Scan", "ScanTrace", "scan"]
 
 
-class ScanTrace(Trace):
-    """The stacked traces of T steps."""
-
-    inner: Trace
-    stored_args: StoredArgs | None
-    return_value: Any
-
-    @property
-    def choices(self):
-        return self.inner.choices
-
-    @property
-    def score(self):
-        return jnp.sum(self.inner.score, axis=-1)  # the block's own axis: works on batched traces too
-
-    @property
-    def retval(self):
-        return self.return_value
-
-    @property
-    def args(self):
-        return self.stored_args.get() if self.stored_args is not None else ()
-
-    def project(self, selection: Selection):
-        return jnp.sum(jax.vmap(lambda tr: tr.project(selection))(self.inner))
-
-    def compact(self):
-        return ScanTrace(self.inner, None, None)
+ScanTrace = BatchedTrace  # the trace type of this combinator
 
 
 class Scan(GenFn):
@@ -130,7 +103,7 @@ class Scan(GenFn):
         return traces, extras, retval
 
     def _trace(self, traces, args, retval) -> ScanTrace:
-        return ScanTrace(traces, StoredArgs.of(args), retval)
+        return BatchedTrace(traces, StoredArgs.of(args), retval)
 
     def _simulate(self, key, args):
         traces, _, retval = self._scan(lambda k, a: (self.kernel._simulate(k, a), None), key, (), args)

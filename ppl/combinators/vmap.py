@@ -14,40 +14,13 @@ import jax
 import jax.numpy as jnp
 
 from ..core import GenFn, StoredArgs, Trace
+from .batched import BatchedTrace
 from ..errors import ModelError
-from ..selection import Selection
 
 __all__ = ["Vmap", "VmapTrace", "vmap", "repeat"]
 
 
-class VmapTrace(Trace):
-    """n independent traces of the inner generative function, batched."""
-
-    inner: Trace
-    stored_args: StoredArgs | None
-    return_value: Any
-
-    @property
-    def choices(self):
-        return self.inner.choices
-
-    @property
-    def score(self):
-        return jnp.sum(self.inner.score, axis=-1)  # the block's own axis: works on batched traces too
-
-    @property
-    def retval(self):
-        return self.return_value
-
-    @property
-    def args(self):
-        return self.stored_args.get() if self.stored_args is not None else ()
-
-    def project(self, selection: Selection):
-        return jnp.sum(jax.vmap(lambda tr: tr.project(selection))(self.inner))
-
-    def compact(self):
-        return VmapTrace(self.inner, None, None)
+VmapTrace = BatchedTrace  # the trace type of this combinator
 
 
 class Vmap(GenFn):
@@ -97,7 +70,7 @@ class Vmap(GenFn):
         return jax.vmap(lambda k, b, a: fn(k, *b, a), in_axes=in_axes)(keys, batched, args)
 
     def _trace(self, inner: Trace, args: tuple) -> VmapTrace:
-        return VmapTrace(inner.compact(), StoredArgs.of(args), inner.retval)
+        return BatchedTrace(inner.compact(), StoredArgs.of(args), inner.retval)
 
     def _simulate(self, key, args):
         tr = self._map(lambda k, a: self.inner._simulate(k, a), key, (), args)
