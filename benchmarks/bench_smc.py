@@ -24,8 +24,7 @@ round-robin so they see the same machine load) of
 with the ratio ours / hand-written of throughput (goal >= 0.95 for return_traces=False)
 and compile time (first call minus a steady-state call). A sanity table then compares
 every filter's log Z with the exact (Kalman filter) log likelihood. `--breakdown` also
-times the hand-written filter with, one at a time, the costs `smc.run` has that it lacks
-(a key per particle, resampling computed at every step, per-particle scan arguments).
+times the hand-written filter with the cost `smc.run` has that it lacks: a key per particle.
 """
 
 from __future__ import annotations
@@ -83,34 +82,25 @@ def systematic_resample(key, log_w, n):
     return jnp.minimum(jnp.searchsorted(cdf, u, side="right"), n - 1)
 
 
-def hand_filter(key, ys, first_flags, n, per_particle_keys=False, always_resample=False, per_particle_flags=False):
+def hand_filter(key, ys, first_flags, n, per_particle_keys=False):
     """Bootstrap PF: (log Z, final log weights, per-step ESS, per-step resampled flag, running log Z).
 
-    The keyword switches (all off for the benchmark) each add one thing `smc.run` does, for
-    `--breakdown`: a key per particle (split, then one fold_in per choice, as a vmapped GFI
-    call does); resampling computed at every step and selected with `jnp.where` instead of
-    `lax.cond`; the scanned `is_first` flags held per particle, shape (N, T), and gathered
-    with the particles (smc.run keeps the scan's arguments per particle).
+    `per_particle_keys` (off for the benchmark; for `--breakdown`) adds the one cost
+    `smc.run` has that this filter lacks: a key per particle (split, then one fold_in per
+    choice, as a vmapped GFI call does) instead of one `normal(key, (N,))` per step.
     """
     log_n = jnp.log(n)
 
     def step(state, inputs):
-        x, log_w, lse_w, ess_prev, flags_n = state  # lse_w = logsumexp(log_w), carried, not recomputed
+        x, log_w, lse_w, ess_prev = state  # lse_w = logsumexp(log_w), carried, not recomputed
         k, y, is_first, t = inputs
         k_res, k_x = jax.random.split(k)
         do_resample = (t > 0) & (ess_prev < THRESHOLD * n)
-        if always_resample:
-            ancestors = jnp.where(do_resample, systematic_resample(k_res, log_w, n), jnp.arange(n))
-            x, flags_n = x[ancestors], (flags_n[ancestors] if per_particle_flags else flags_n)
-            log_w, lse_w = jnp.where(do_resample, 0.0, log_w), jnp.where(do_resample, log_n, lse_w)
-        else:
-            def resample():
-                ancestors = systematic_resample(k_res, log_w, n)
-                return x[ancestors], jnp.zeros_like(log_w), log_n, (flags_n[ancestors] if per_particle_flags else flags_n)
 
-            x, log_w, lse_w, flags_n = jax.lax.cond(do_resample, resample, lambda: (x, log_w, lse_w, flags_n))
-        if per_particle_flags:
-            is_first = flags_n[:, t]
+        def resample():
+            return x[systematic_resample(k_res, log_w, n)], jnp.zeros_like(log_w), log_n
+
+        x, log_w, lse_w = jax.lax.cond(do_resample, resample, lambda: (x, log_w, lse_w))
         mean = jnp.where(is_first, M0, A * x)
         sd = jnp.where(is_first, math.sqrt(P0), math.sqrt(Q))
         if per_particle_keys:
@@ -121,12 +111,11 @@ def hand_filter(key, ys, first_flags, n, per_particle_keys=False, always_resampl
         new_log_w = log_w + norm.logpdf(y, C * x, math.sqrt(R))
         new_lse = logsumexp(new_log_w)
         ess = 1.0 / jnp.sum(jnp.exp(2.0 * (new_log_w - new_lse)))
-        return (x, new_log_w, new_lse, ess, flags_n), (ess, do_resample, new_lse - lse_w)
+        return (x, new_log_w, new_lse, ess), (ess, do_resample, new_lse - lse_w)
 
     T = ys.shape[0]
-    flags_n = jnp.broadcast_to(first_flags, (n, T)) if per_particle_flags else jnp.zeros(())
-    init = (jnp.zeros(n), jnp.zeros(n), log_n, jnp.asarray(float(n)), flags_n)
-    (_, log_w, _, _, _), (ess, resampled, dlog_z) = jax.lax.scan(
+    init = (jnp.zeros(n), jnp.zeros(n), log_n, jnp.asarray(float(n)))
+    (_, log_w, _, _), (ess, resampled, dlog_z) = jax.lax.scan(
         step, init, (jax.random.split(key, T), ys, first_flags, jnp.arange(T))
     )
     log_z_path = jnp.cumsum(dlog_z)
@@ -217,11 +206,6 @@ def main() -> None:
             variants = {
                 hand: impls[hand],
                 "+ per-particle keys": jax.jit(lambda k, n=n: hand_filter(k, ys, flags, n, per_particle_keys=True)),
-                "+ resample always (where)": jax.jit(lambda k, n=n: hand_filter(k, ys, flags, n, always_resample=True)),
-                "+ where + (N,T) flags": jax.jit(
-                    lambda k, n=n: hand_filter(k, ys, flags, n, always_resample=True, per_particle_flags=True)),
-                "+ all three": jax.jit(lambda k, n=n: hand_filter(
-                    k, ys, flags, n, per_particle_keys=True, always_resample=True, per_particle_flags=True)),
                 "smc.run return_traces=F": impls["smc.run return_traces=F"],
             }
             _, bmed, _ = time_round_robin(variants, keys, args.repeats, args.min_run_s)
@@ -242,7 +226,7 @@ def main() -> None:
           else "SOME log Z estimates are off")
 
     if breakdowns:
-        print("\nbreakdown: the hand-written filter with smc.run's costs added (ms/run, ratio hand / variant)")
+        print("\nbreakdown: the hand-written filter with smc.run's per-particle keys (ms/run, ratio hand / variant)")
         for n, bmed in breakdowns:
             for name, m in bmed.items():
                 print(f"{n:>8}  {name:<26}{m * 1e3:>10.2f}{bmed[hand] / m:>8.3f}")

@@ -32,6 +32,7 @@ from typing import Any, Callable, NamedTuple
 
 import equinox as eqx
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
@@ -51,10 +52,38 @@ class Particles(NamedTuple):
 
     prefix: dict
     """Choices made before the scan."""
-    scan_args: tuple
-    """The arguments the model passed to its scan (init carry, *args)."""
+    scan_args: dict
+    """{leaf index: value} for the leaves of the scan's arguments that differ between particles."""
     carry: Any
     """The carry entering the next step."""
+
+
+class ScanArgs(NamedTuple):
+    """The arguments the model passed to its scan (init carry, *args), split by particle dependence.
+
+    Leaves that do not depend on the prefix's random choices (data, time flags,
+    a prompt) are the same for every particle: they are stored once, not N
+    times, and are not gathered when the particles are resampled.
+    """
+
+    treedef: Any
+    shared: dict
+    """{leaf index: value} for the leaves common to all particles."""
+
+    def of(self, particle: Particles) -> tuple:
+        """One particle's scan arguments."""
+        leaves = {**self.shared, **particle.scan_args}
+        return jax.tree.unflatten(self.treedef, [leaves[i] for i in range(len(leaves))])
+
+
+def _key_dependent(fn, key) -> list[bool]:
+    """For each output leaf of `fn(key)`, whether it depends on `key` (a conservative dataflow walk)."""
+    closed = jax.make_jaxpr(fn)(key)
+    dependent = set(closed.jaxpr.invars)
+    for eqn in closed.jaxpr.eqns:
+        if any(isinstance(v, jax.extend.core.Var) and v in dependent for v in eqn.invars):
+            dependent.update(eqn.outvars)
+    return [isinstance(v, jax.extend.core.Var) and v in dependent for v in closed.jaxpr.outvars]
 
 
 class StepInfo(NamedTuple):
@@ -145,6 +174,11 @@ class _Config(NamedTuple):
     keep_history: bool
     ancestor_sampling: bool
     mesh: Any
+    args: ScanArgs | None = None
+
+    def step_args(self, particle: Particles, t) -> tuple:
+        """The arguments of step `t` for one particle."""
+        return self.ss.step_args(self.args.of(particle), t, particle.carry)
 
 
 def _constrain(cfg: _Config, tree):
@@ -165,7 +199,7 @@ def _replicated(cfg: _Config, x):
 def _extend_one(cfg: _Config, key, particle: Particles, obs_t, t):
     """One particle, one step: (step trace, incremental log weight)."""
     step = cfg.ss.step
-    args = cfg.ss.step_args(particle.scan_args, t, particle.carry)
+    args = cfg.step_args(particle, t)
     if cfg.proposal is None:
         return step.generate(key, obs_t, *args)
     k_q, k_p = jax.random.split(key)
@@ -177,7 +211,7 @@ def _extend_one(cfg: _Config, key, particle: Particles, obs_t, t):
 def _reference_weight(cfg: _Config, key, particle: Particles, ref_t, obs_t, t):
     """Slot 0 under CSMC: the reference's step, weighted as if proposed (p / q)."""
     step = cfg.ss.step
-    args = cfg.ss.step_args(particle.scan_args, t, particle.carry)
+    args = cfg.step_args(particle, t)
     tr, log_joint = step.generate(key, ref_t, *args)
     if cfg.proposal is None:  # bootstrap: q is the step's prior over its latent choices
         return tr, log_joint - step.project(tr, ~ppl.sel.of(obs_t))
@@ -234,7 +268,7 @@ def _step(cfg: _Config, observations, reference):
         acceptance = jnp.zeros(())
         if cfg.rejuvenation is not None:
             def move(k, tr, p):
-                return cfg.rejuvenation(k, cfg.ss.step, tr, cfg.ss.step_args(p.scan_args, t, p.carry))
+                return cfg.rejuvenation(k, cfg.ss.step, tr, cfg.step_args(p, t))
 
             moved, accepted = jax.vmap(move)(jax.random.split(k_rej, n), traces, particles)
             if reference is not None:  # the reference stays as it is
@@ -261,7 +295,7 @@ def _ancestor_of_reference(cfg: _Config, key, particles, log_w, reference, obser
     ref_t = jax.tree.map(lambda x: x[t], reference)
 
     def log_transition(p):
-        args = cfg.ss.step_args(p.scan_args, t, p.carry)
+        args = cfg.step_args(p, t)
         return cfg.ss.step.assess(ref_t, *args)[0]
 
     logits = log_w + jax.vmap(log_transition)(particles)
@@ -269,10 +303,18 @@ def _ancestor_of_reference(cfg: _Config, key, particles, log_w, reference, obser
 
 
 def _run(key, cfg: _Config, args: tuple, observations, reference_prefix, reference_steps):
-    k_init, k_steps, k_final = jax.random.split(key, 3)
+    k_init, k_steps = jax.random.split(key)
     prefix_constraints = ppl.choicemap.merge(_outside(observations, cfg.ss.path), reference_prefix)
-    prefix = jax.vmap(lambda k: cfg.ss.generate_prefix(k, prefix_constraints, args))(jax.random.split(k_init, cfg.n))
-    particles = _constrain(cfg, Particles(prefix.choices, prefix.scan_args, prefix.scan_args[0]))
+
+    def prefix_of(k):
+        return cfg.ss.generate_prefix(k, prefix_constraints, args)
+
+    prefix = jax.vmap(prefix_of)(jax.random.split(k_init, cfg.n))
+    leaves, treedef = jax.tree.flatten(prefix.scan_args)
+    per_particle = _key_dependent(lambda k: jax.tree.leaves(prefix_of(k).scan_args), k_init)
+    cfg = cfg._replace(args=ScanArgs(treedef, {i: x[0] for i, x in enumerate(leaves) if not per_particle[i]}))
+    batched_args = {i: x for i, x in enumerate(leaves) if per_particle[i]}
+    particles = _constrain(cfg, Particles(prefix.choices, batched_args, prefix.scan_args[0]))
     log_w = prefix.weight
     log_z0 = logsumexp(log_w) - jnp.log(cfg.n)
     failed = ~jnp.isfinite(log_z0)
