@@ -122,9 +122,9 @@ def main() -> None:
 
     print(f"model: hierarchical regression, {n_choices} choices; median of {args.repeats} repeats")
     print(f"{'call':<24}{'ours (us)':>12}{'hand (us)':>12}{'ratio':>8}{'compile ours (s)':>18}{'compile hand (s)':>18}")
-    for name in ours:
+    for name, ours_fn in ours.items():
         for batched in (False, True):
-            f_ours = jax.jit(jax.vmap(ours[name])) if batched else ours[name]
+            f_ours = jax.jit(jax.vmap(ours_fn)) if batched else ours_fn
             f_hand = jax.jit(jax.vmap(hand[name])) if batched else hand[name]
             x = batch_inputs[name] if batched else inputs[name]
             number = 20 if batched else 200

@@ -46,7 +46,7 @@ from inference import smc
 from ppl import dist
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-import oracles  # noqa: E402  (plain-numpy Kalman filter)
+import oracles
 
 A, C, Q, R, M0, P0 = 0.9, 1.0, 0.5, 1.0, 0.0, 1.0
 THRESHOLD = 0.5

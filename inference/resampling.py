@@ -41,16 +41,16 @@ import jax
 import jax.numpy as jnp
 
 __all__ = [
+    "SCHEMES",
     "Scheme",
+    "ess",
+    "get",
     "multinomial",
+    "normalize",
+    "residual",
     "stratified",
     "systematic",
-    "residual",
-    "ess",
     "weights",
-    "normalize",
-    "SCHEMES",
-    "get",
 ]
 
 

@@ -28,7 +28,8 @@ result's `failed` flag and gives log Ẑ = -inf; no NaN escapes.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -41,7 +42,7 @@ from ppl.sequential import StateSpace, state_space
 
 from . import resampling
 
-__all__ = ["SMCResult", "StepInfo", "run", "csmc", "backward_sample", "mh_rejuvenation"]
+__all__ = ["SMCResult", "StepInfo", "backward_sample", "csmc", "mh_rejuvenation", "run"]
 
 # A rejuvenation move: (key, step generative function, step trace, step args) -> (new trace, accepted)
 Rejuvenation = Callable[[jax.Array, ppl.GenFn, ppl.Trace, tuple], tuple[ppl.Trace, jax.Array]]

@@ -29,7 +29,7 @@ import ppl
 
 from . import resampling
 
-__all__ = ["TemperingResult", "temper", "anneal"]
+__all__ = ["TemperingResult", "anneal", "temper"]
 
 
 class TemperingResult(eqx.Module):
@@ -155,7 +155,7 @@ def _anneal(key, model, args_sequence, observations, n, n_mcmc, scheme, selectio
     if selection is None:
         selection = ~ppl.sel.of(observations)
     n_targets = jax.tree.leaves(args_sequence)[0].shape[0]
-    args_at = lambda k: jax.tree.map(lambda x: x[k], args_sequence)  # noqa: E731
+    args_at = lambda k: jax.tree.map(lambda x: x[k], args_sequence)
     k_init, k_stages = jax.random.split(key)
     traces, log_w = jax.vmap(lambda k: model.generate(k, observations, *args_at(0)))(jax.random.split(k_init, n))
     log_z0 = logsumexp(log_w) - jnp.log(n)
@@ -170,7 +170,7 @@ def _anneal(key, model, args_sequence, observations, n, n_mcmc, scheme, selectio
         step_z = logsumexp(inc) - jnp.log(n)
         failed = failed | ~jnp.isfinite(step_z)
         log_z = log_z + step_z
-        no_tempering = lambda tr: jnp.zeros(())  # noqa: E731  (β = 1: plain MH on target k)
+        no_tempering = lambda tr: jnp.zeros(())
         traces, acc = _mh_moves(k_mcmc, model, traces, args_at(k), selection, n_mcmc, no_tempering, 1.0)
         return (traces, inc, log_z, failed), acc
 

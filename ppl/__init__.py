@@ -11,8 +11,8 @@
 See the README and docs/ for the generative function interface.
 """
 
-from . import dist
-from .choicemap import Masked
+from . import dist, unconstrained
+from .choicemap import Masked, Unconstrained
 from .combinators import cond, mix, repeat, scan, switch, vmap
 from .core import Call, GenFn, Trace, factor
 from .distribution import ChoiceTrace, Distribution
@@ -21,7 +21,26 @@ from .gen import GenTrace, StaticGenFn, gen
 from .selection import Selection, sel
 
 __all__ = [
-    "gen", "dist", "factor", "sel", "vmap", "repeat", "scan", "switch", "cond", "mix",
-    "GenFn", "Trace", "Call", "Distribution", "ChoiceTrace", "GenTrace", "StaticGenFn",
-    "Selection", "Masked", "ModelError",
+    "Call",
+    "ChoiceTrace",
+    "Distribution",
+    "GenFn",
+    "GenTrace",
+    "Masked",
+    "ModelError",
+    "Selection",
+    "StaticGenFn",
+    "Trace",
+    "Unconstrained",
+    "cond",
+    "dist",
+    "factor",
+    "gen",
+    "mix",
+    "repeat",
+    "scan",
+    "sel",
+    "switch",
+    "unconstrained",
+    "vmap",
 ]

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from .errors import ModelError
 
-__all__ = ["Masked", "masked", "normalize", "subconstraint", "check_all_visited", "merge", "nest", "index", "unmask"]
+__all__ = ["Masked", "Unconstrained", "check_all_visited", "index", "masked", "merge", "nest", "normalize", "subconstraint", "unmask"]
 
 
 class Masked(eqx.Module):
@@ -31,6 +31,21 @@ class Masked(eqx.Module):
 
     def __repr__(self) -> str:
         return f"Masked(value={self.value!r}, valid={self.valid!r})"
+
+
+class Unconstrained(eqx.Module):
+    """A constraint leaf given on the unconstrained space of its address's support.
+
+    A distribution constrained by `Unconstrained(u)` takes the value
+    `x = biject_to(support)(u)` (numpyro's bijections) and counts the log
+    Jacobian `log |dx/du|`, so `assess` and the `generate` weight are the density
+    of `u`: what gradient-based MCMC and variational inference need.
+    """
+
+    value: Any
+
+    def __repr__(self) -> str:
+        return f"Unconstrained({self.value!r})"
 
 
 def masked(value: Any, flag: Any) -> Masked:

@@ -36,7 +36,7 @@ from . import choicemap
 from .errors import ModelError
 from .selection import Selection
 
-__all__ = ["GenFn", "Trace", "Call", "Handler", "factor", "address_path"]
+__all__ = ["Call", "GenFn", "Handler", "Trace", "address_path", "factor"]
 
 
 class Trace(eqx.Module):
@@ -79,7 +79,7 @@ class Trace(eqx.Module):
     def project(self, selection: Selection) -> jax.Array:
         """log density of the selected choices, plus every factor (see `GenFn.project`)."""
 
-    def compact(self) -> "Trace":
+    def compact(self) -> Trace:
         """This trace without `args` and `retval`, as kept inside combinator traces."""
         return self
 
@@ -95,7 +95,7 @@ class StoredArgs(eqx.Module):
     static: Any = eqx.field(static=True)
 
     @classmethod
-    def of(cls, args: tuple) -> "StoredArgs":
+    def of(cls, args: tuple) -> StoredArgs:
         dynamic, static = eqx.partition(args, eqx.is_array)
         return cls(dynamic, static)
 
@@ -106,7 +106,7 @@ class StoredArgs(eqx.Module):
 class GenFn(eqx.Module):
     """A generative function: the one interface that inference code uses."""
 
-    def __call__(self, *args) -> "Call":
+    def __call__(self, *args) -> Call:
         """Apply to arguments; `gen_fn(*args) @ "addr"` calls it inside a model."""
         return Call(self, args)
 

@@ -20,7 +20,7 @@ import numpyro.distributions as _nd
 
 from .distribution import Distribution, wrap
 
-__all__ = ["wrap", "Distribution"]
+__all__ = ["Distribution", "wrap"]
 
 
 class _Factory:

@@ -8,18 +8,38 @@ dimensions (a batched distribution at one address is one choice holding an array
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpyro.distributions as nd
 
-from .choicemap import Masked
+from .choicemap import Masked, Unconstrained
 from .core import Call, GenFn, Trace
 from .errors import ModelError
 from .selection import Selection
 
-__all__ = ["Distribution", "ChoiceTrace", "wrap"]
+__all__ = ["ChoiceTrace", "Distribution", "wrap"]
+
+
+# How leaves treat unconstrained space, set by `ppl.unconstrained` around a run of a model:
+# None (normal), ("uniform", radius): unsampled continuous choices are drawn uniformly
+# in (-radius, radius) on the unconstrained space (Stan's and numpyro's default MCMC
+# initialisation, which also works for improper priors), or "inverse": constrained
+# values are mapped to the unconstrained space and the trace holds those.
+_LEAF_MODE: contextvars.ContextVar = contextvars.ContextVar("ppl_leaf_mode", default=None)
+
+
+@contextlib.contextmanager
+def leaf_mode(mode):
+    """Run the model's leaves in `mode` (see `_LEAF_MODE`); for `ppl.unconstrained` only."""
+    token = _LEAF_MODE.set(mode)
+    try:
+        yield
+    finally:
+        _LEAF_MODE.reset(token)
 
 
 class ChoiceTrace(Trace):
@@ -42,6 +62,16 @@ class ChoiceTrace(Trace):
 
     def project(self, selection: Selection):
         return self.log_density if selection.selects_here() else jnp.zeros(())
+
+
+class _InverseTrace(ChoiceTrace):
+    """A choice whose `choices` are its unconstrained value (the model still sees `value`)."""
+
+    unconstrained: Any
+
+    @property
+    def choices(self):
+        return self.unconstrained
 
 
 class Distribution(GenFn):
@@ -76,14 +106,14 @@ class Distribution(GenFn):
     def is_discrete(self) -> bool:
         return bool(self.dist.support.is_discrete)
 
-    def mask(self, mask) -> "Distribution":
+    def mask(self, mask) -> Distribution:
         """Mask out batch elements: their log density counts as 0."""
         return Distribution(self.dist.mask(mask))
 
-    def expand(self, batch_shape) -> "Distribution":
+    def expand(self, batch_shape) -> Distribution:
         return Distribution(self.dist.expand(batch_shape))
 
-    def to_event(self, reinterpreted_batch_ndims=None) -> "Distribution":
+    def to_event(self, reinterpreted_batch_ndims=None) -> Distribution:
         return Distribution(self.dist.to_event(reinterpreted_batch_ndims))
 
     def log_prob(self, value) -> jax.Array:
@@ -92,12 +122,27 @@ class Distribution(GenFn):
 
     # --- the GFI ---
 
+    def _from_unconstrained(self, u) -> tuple[jax.Array, jax.Array]:
+        """(x, log |dx/du|) for an unconstrained value `u`."""
+        transform = self.to_constrained
+        x = transform(u)
+        return x, jnp.sum(transform.log_abs_det_jacobian(u, x))
+
     def _simulate(self, key, args):
-        value = self.dist.sample(key)
+        mode = _LEAF_MODE.get()
+        if isinstance(mode, tuple) and not self.is_discrete:
+            radius = mode[1]
+            shape = self.to_constrained.inverse_shape(self.shape)
+            value, _ = self._from_unconstrained(jax.random.uniform(key, shape, minval=-radius, maxval=radius))
+        else:
+            value = self.dist.sample(key)
         return ChoiceTrace(value, self.log_prob(value))
 
     def _assess(self, choices, args):
         value = self._checked(choices, "value")
+        if isinstance(value, Unconstrained):
+            x, log_jac = self._from_unconstrained(value.value)
+            return self.log_prob(x) + log_jac, x
         if isinstance(value, Masked):
             value = value.value
         return self.log_prob(value), value
@@ -106,6 +151,12 @@ class Distribution(GenFn):
         if constraints is None:
             return self._simulate(key, args), jnp.zeros(())
         value = self._checked(constraints, "constraint")
+        if isinstance(value, Unconstrained):
+            x, log_jac = self._from_unconstrained(value.value)
+            logp = self.log_prob(x)
+            return ChoiceTrace(x, logp), logp + log_jac
+        if _LEAF_MODE.get() == "inverse" and not self.is_discrete and not isinstance(value, Masked):
+            return _InverseTrace(value, jnp.zeros(()), self.to_constrained.inv(value)), jnp.zeros(())
         if isinstance(value, Masked):
             sampled = self.dist.sample(key)
             chosen = jnp.where(value.valid, value.value, sampled)
@@ -119,6 +170,11 @@ class Distribution(GenFn):
             logp = self.log_prob(trace.value)
             return ChoiceTrace(trace.value, logp), logp - trace.score, None
         value = self._checked(constraints, "constraint")
+        if isinstance(value, Unconstrained):
+            raise ModelError(
+                "update takes values on the constrained scale; map ppl.Unconstrained values with "
+                "ppl.unconstrained.constrain first (or use generate/assess, which accept them)"
+            )
         if isinstance(value, Masked):
             chosen = jnp.where(value.valid, value.value, trace.value)
             logp = self.log_prob(chosen)
@@ -139,6 +195,8 @@ class Distribution(GenFn):
                 f"the {what} here is a dict, but this address holds a single {type(self.dist).__name__} "
                 f"value of shape {self.shape}; give an array (a dict is for a call of a @ppl.gen function)"
             )
+        if isinstance(value, Unconstrained):
+            return Unconstrained(self._checked_unconstrained(value.value, what))
         inner = value.value if isinstance(value, Masked) else value
         arr = inner if isinstance(inner, jax.Array) else jnp.asarray(inner)
         if tuple(arr.shape) != self.shape:
@@ -161,6 +219,26 @@ class Distribution(GenFn):
         if isinstance(value, Masked):  # one flag for the whole value at this address
             return Masked(arr, jnp.all(jnp.asarray(value.valid)))
         return arr
+
+
+    def _checked_unconstrained(self, u, what: str) -> jax.Array:
+        name = type(self.dist).__name__
+        if self.is_discrete:
+            raise ModelError(
+                f"the {what} is ppl.Unconstrained, but {name} is discrete and has no unconstrained space; "
+                "give its value directly (gradient-based kernels apply to continuous addresses only)"
+            )
+        u = jnp.asarray(u)
+        expected = tuple(self.to_constrained.inverse_shape(self.shape))
+        if tuple(u.shape) != expected:
+            raise ModelError(
+                f"the {what} is ppl.Unconstrained with shape {tuple(u.shape)}, but {name} here (values of shape "
+                f"{self.shape}) has unconstrained values of shape {expected}; use ppl.unconstrained.unconstrain "
+                "to map constrained values"
+            )
+        if not jnp.issubdtype(u.dtype, jnp.floating):
+            raise ModelError(f"the {what} is ppl.Unconstrained with dtype {u.dtype}; unconstrained values are floats")
+        return u
 
 
 def wrap(d: nd.Distribution) -> Distribution:

@@ -23,6 +23,6 @@ class ModelError(ValueError):
         where = "/".join(str(a) for a in self.address)
         return f"at address '{where}': {self.message}"
 
-    def at(self, *prefix) -> "ModelError":
+    def at(self, *prefix) -> ModelError:
         """The same error, seen from a caller that visited it under `prefix`."""
         return ModelError(self.message, tuple(prefix) + self.address)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import abc
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -21,7 +22,7 @@ from .core import GenFn, Handler, StoredArgs, Trace, pop_handler, push_handler
 from .errors import ModelError
 from .selection import Selection
 
-__all__ = ["gen", "StaticGenFn", "GenTrace"]
+__all__ = ["GenTrace", "StaticGenFn", "gen"]
 
 
 class GenTrace(Trace):
@@ -54,7 +55,7 @@ class GenTrace(Trace):
             total = total + sub.project(functools.reduce(lambda s, k: s.step(k), path, selection))
         return total
 
-    def compact(self) -> "GenTrace":
+    def compact(self) -> GenTrace:
         return GenTrace({p: s.compact() for p, s in self.subtraces.items()}, self.factor_total, None, None)
 
 

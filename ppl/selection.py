@@ -19,20 +19,20 @@ class Selection(abc.ABC):
     """A set of addresses, navigated one address component at a time."""
 
     @abc.abstractmethod
-    def step(self, component) -> "Selection":
+    def step(self, component) -> Selection:
         """The selection relative to the child at `component`."""
 
     @abc.abstractmethod
     def selects_here(self) -> bool:
         """Whether the value at the current address (a leaf) is selected."""
 
-    def __or__(self, other: "Selection") -> "Selection":
+    def __or__(self, other: Selection) -> Selection:
         return _Or(self, other)
 
-    def __and__(self, other: "Selection") -> "Selection":
+    def __and__(self, other: Selection) -> Selection:
         return _And(self, other)
 
-    def __invert__(self) -> "Selection":
+    def __invert__(self) -> Selection:
         return _Not(self)
 
 

@@ -29,7 +29,7 @@ from .core import GenFn
 from .errors import ModelError
 from .gen import StaticGenFn, _Generate
 
-__all__ = ["StateSpace", "Prefix", "state_space"]
+__all__ = ["Prefix", "StateSpace", "state_space"]
 
 
 class Prefix(NamedTuple):

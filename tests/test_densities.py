@@ -134,7 +134,7 @@ def test_zero_length_scan_and_vmap():
     close(tr.score, nd.Uniform(-1.0, 1.0).log_prob(tr["phi"]) + nd.HalfNormal(1.0).log_prob(tr["sigma"]))
     tr2, w, _ = ssm.update(KEY, tr, {"phi": 0.5})
     close(w, tr2.score - tr.score)
-    tr3, w3 = ssm.generate(KEY, {"steps": {"y": jnp.zeros(0)}}, 0)
+    _tr3, w3 = ssm.generate(KEY, {"steps": {"y": jnp.zeros(0)}}, 0)
     close(w3, 0.0)
     empty = regression.simulate(KEY, jnp.zeros(0))
     close(empty.score, nd.Normal(0.0, 1.0).log_prob(empty["slope"]) + nd.HalfNormal(1.0).log_prob(empty["noise"]))
@@ -280,7 +280,7 @@ def test_masked_constraint_constrains_only_where_flagged():
 @pytest.mark.parametrize("name", ["Normal", "Bernoulli", "Categorical", "MultivariateNormal", "Gamma", "Binomial"])
 def test_every_numpyro_name_is_exposed(name):
     assert callable(getattr(dist, name))
-    assert getattr(dist, "constraints") is nd.constraints
+    assert dist.constraints is nd.constraints
 
 
 def test_support_and_bijection_exposed():

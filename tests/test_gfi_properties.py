@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from random_models import build, specs
 
 import ppl
-from random_models import build, specs
 
 # Fixed examples (derandomize) so CI is reproducible; no shrinking, since every example compiles.
 SETTINGS = settings(
@@ -55,7 +55,7 @@ def test_identities_hold_for_random_models(spec, seed):
     close(tr_u.score, other.score, tol=1e-3)
 
     # update with nothing new, and regenerate of nothing, leave the trace alone
-    tr_same, w_same, discard = model.update(k4, tr, None, U)
+    tr_same, w_same, _discard = model.update(k4, tr, None, U)
     close(w_same, 0.0)
     close(tr_same.score, tr.score)
     tr_r, w_r = model.regenerate(k4, tr, ppl.sel.none(), U)
@@ -94,7 +94,7 @@ def test_identities_hold_under_vmap_and_jit(spec, seed):
     close(w_u, jnp.zeros(3))
     # regenerating everything from the prior: the MH ratio is the ratio of factors
     factors = jax.vmap(lambda t: model.project(t, ppl.sel.none()))(traces)
-    _, _, new_scores = jax.vmap(moves)(keys, traces)
+    _, _, _new_scores = jax.vmap(moves)(keys, traces)
     regenerated = jax.vmap(lambda k, t: model.regenerate(k, t, ppl.sel(), U)[0])(keys, traces)
     new_factors = jax.vmap(lambda t: model.project(t, ppl.sel.none()))(regenerated)
     close(w_r, new_factors - factors, tol=1e-3)

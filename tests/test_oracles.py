@@ -9,10 +9,9 @@ brute-force enumeration of every state path.
 from __future__ import annotations
 
 import numpy as np
+import oracles
 import pytest
 from scipy.stats import multivariate_normal, norm
-
-import oracles
 
 # ---------------------------------------------------------------------------
 # LGSSM
@@ -21,14 +20,14 @@ import oracles
 
 def _random_lgssm(rng: np.random.Generator) -> dict[str, float]:
     """A random scalar LGSSM; |a| may exceed 1 so non-stationary cases are covered too."""
-    return dict(
-        a=float(rng.uniform(-1.2, 1.2)),
-        c=float(rng.uniform(0.3, 2.0) * rng.choice([-1, 1])),
-        q=float(rng.uniform(0.1, 1.5)),
-        r=float(rng.uniform(0.1, 1.5)),
-        m0=float(rng.normal()),
-        P0=float(rng.uniform(0.2, 2.0)),
-    )
+    return {
+        "a": float(rng.uniform(-1.2, 1.2)),
+        "c": float(rng.uniform(0.3, 2.0) * rng.choice([-1, 1])),
+        "q": float(rng.uniform(0.1, 1.5)),
+        "r": float(rng.uniform(0.1, 1.5)),
+        "m0": float(rng.normal()),
+        "P0": float(rng.uniform(0.2, 2.0)),
+    }
 
 
 def _joint_gaussian(T: int, a: float, c: float, q: float, r: float, m0: float, P0: float):
@@ -117,7 +116,7 @@ def test_lgssm_simulate_shapes_and_reproducible():
 
 def test_lgssm_simulate_moments():
     # cheap Monte Carlo check that simulate follows the stated model (x_0 ~ N(m0, P0), observed)
-    p = dict(a=0.8, c=1.5, q=0.5, r=0.3, m0=1.0, P0=2.0)
+    p = {"a": 0.8, "c": 1.5, "q": 0.5, "r": 0.3, "m0": 1.0, "P0": 2.0}
     rng = np.random.default_rng(11)
     sims = [oracles.lgssm_simulate(rng, 3, **p) for _ in range(4000)]
     xs = np.array([s[0] for s in sims])
@@ -223,7 +222,7 @@ def test_hmm_enumeration_matches_hand_computation():
     mu = np.array([-1.0, 2.0])
     sigma = np.array([0.5, 1.5])
     ys = np.array([0.1, 1.3])
-    e = lambda y, k: norm.pdf(y, mu[k], sigma[k])  # noqa: E731  (sigma is a standard deviation)
+    e = lambda y, k: norm.pdf(y, mu[k], sigma[k])
     total = sum(pi[i] * e(ys[0], i) * A[i, j] * e(ys[1], j) for i in range(2) for j in range(2))
     np.testing.assert_allclose(oracles.hmm_enumerate_log_marginal(ys, pi, A, mu, sigma), np.log(total), atol=1e-12)
     np.testing.assert_allclose(oracles.hmm_forward(ys, pi, A, mu, sigma)[1], np.log(total), atol=1e-12)

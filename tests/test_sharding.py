@@ -32,5 +32,5 @@ print("sharded ok")
 def test_sharded_particles_match_one_device():
     tests = pathlib.Path(__file__).resolve().parent
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests), str(tests.parent), os.environ.get("PYTHONPATH", "")])}
-    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, cwd=tests)
+    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, cwd=tests, check=False)
     assert out.returncode == 0 and "sharded ok" in out.stdout, out.stdout + out.stderr

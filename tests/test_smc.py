@@ -3,9 +3,9 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import oracles
 import pytest
 
-import oracles
 import ppl
 from inference import importance, smc
 from ppl import dist

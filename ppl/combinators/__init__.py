@@ -5,4 +5,4 @@ from .scan import Scan, ScanTrace, scan
 from .switch import Switch, SwitchTrace, cond, switch
 from .vmap import Vmap, VmapTrace, repeat, vmap
 
-__all__ = ["vmap", "repeat", "scan", "switch", "cond", "mix", "Vmap", "VmapTrace", "Scan", "ScanTrace", "Switch", "SwitchTrace"]
+__all__ = ["Scan", "ScanTrace", "Switch", "SwitchTrace", "Vmap", "VmapTrace", "cond", "mix", "repeat", "scan", "switch", "vmap"]

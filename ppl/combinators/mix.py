@@ -10,12 +10,12 @@ density with the index summed out, use numpyro's `MixtureSameFamily` or
 
 from __future__ import annotations
 
+import numpyro.distributions as nd
+
 from ..core import GenFn
 from ..distribution import Distribution
 from ..gen import StaticGenFn, gen
 from .switch import switch
-
-import numpyro.distributions as nd
 
 __all__ = ["mix"]
 

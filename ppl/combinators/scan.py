@@ -29,8 +29,8 @@ import jax
 import jax.numpy as jnp
 
 from ..core import GenFn, StoredArgs
-from .batched import BatchedTrace
 from ..errors import ModelError
+from .batched import BatchedTrace
 
 __all__ = ["Scan", "ScanTrace", "scan"]
 

@@ -26,7 +26,7 @@ from ..core import GenFn, StoredArgs, Trace
 from ..errors import ModelError
 from ..selection import Selection
 
-__all__ = ["Switch", "SwitchTrace", "switch", "cond"]
+__all__ = ["Switch", "SwitchTrace", "cond", "switch"]
 
 
 class SwitchTrace(Trace):

@@ -14,10 +14,10 @@ import jax
 import jax.numpy as jnp
 
 from ..core import GenFn, StoredArgs, Trace
-from .batched import BatchedTrace
 from ..errors import ModelError
+from .batched import BatchedTrace
 
-__all__ = ["Vmap", "VmapTrace", "vmap", "repeat"]
+__all__ = ["Vmap", "VmapTrace", "repeat", "vmap"]
 
 
 VmapTrace = BatchedTrace  # the trace type of this combinator

@@ -1,0 +1,71 @@
+"""What an MCMC run returns: draws per address, per-draw statistics, ArviZ diagnostics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import arviz as az
+import equinox as eqx
+import jax
+import numpy as np
+
+
+class MCMCResult(eqx.Module):
+    """Draws of every unobserved address, shaped `(chain, draw, ...)`, and per-draw statistics."""
+
+    samples: dict
+    """Nested dict of the latent choices (constrained scale), leaves shaped (chain, draw, ...)."""
+    stats: dict
+    """Per-draw sampler statistics (chain, draw): accept_prob, diverging, num_steps, and for NUTS energy."""
+    step_size: Any = None
+    """The adapted step size per chain (NUTS)."""
+    inverse_mass_matrix: Any = None
+    """The adapted diagonal inverse mass matrix per chain (NUTS), over the flattened unconstrained latents."""
+
+    def to_arviz(self) -> az.InferenceData:
+        """An `arviz.InferenceData` with a posterior group (addresses joined by '/') and sample stats."""
+        posterior = {"/".join(map(str, path)): np.asarray(v) for path, v in _flatten(self.samples)}
+        names = {"accept_prob": "acceptance_rate", "num_steps": "n_steps"}
+        stats = {names.get(k, k): np.asarray(v) for k, v in self.stats.items()}
+        return az.from_dict(posterior=posterior, sample_stats=stats)
+
+    def summary(self, **kwargs):
+        """`arviz.summary`: mean, sd, HDI, MCSE, bulk and tail ESS and R-hat per parameter."""
+        return az.summary(self.to_arviz(), **kwargs)
+
+    def diagnostics(self) -> dict:
+        """Worst-case convergence numbers: max R-hat, min bulk/tail ESS, divergences, mean acceptance."""
+        idata = self.to_arviz()
+        rhat = az.rhat(idata)
+        bulk, tail = az.ess(idata, method="bulk"), az.ess(idata, method="tail")
+
+        def extreme(ds, fn):
+            return float(fn([fn(np.asarray(ds[v])) for v in ds.data_vars]))
+
+        return {
+            "max_rhat": extreme(rhat, np.max),
+            "min_ess_bulk": extreme(bulk, np.min),
+            "min_ess_tail": extreme(tail, np.min),
+            "divergences": int(np.sum(np.asarray(self.stats["diverging"]))),
+            "mean_accept_prob": float(np.mean(np.asarray(self.stats["accept_prob"]))),
+        }
+
+
+def _flatten(tree: Any, prefix: tuple = ()) -> list:
+    if isinstance(tree, dict):
+        return [item for k, v in tree.items() for item in _flatten(v, (*prefix, k))]
+    return [(prefix, tree)]
+
+
+def progress_callback(total: int, every: int, bar_holder: dict):
+    """A function to call inside a scan at iteration i: advances the tqdm bar in `bar_holder`."""
+
+    def advance(i):
+        bar = bar_holder.get("bar")
+        if bar is not None:
+            bar.update(min(every, total - bar.n))
+
+    def maybe(i):
+        jax.lax.cond((i + 1) % every == 0, lambda: jax.debug.callback(advance, i), lambda: None)
+
+    return maybe
