@@ -54,8 +54,7 @@ def _program(key, model, args, observations, init_traces, cfg):
         return init_kernel(z, num_warmup, target_accept_prob=target_accept_prob, max_tree_depth=max_tree_depth,
                            dense_mass=dense_mass, rng_key=k)
 
-    k_init, k_chains = jax.random.split(key)
-    states = jax.vmap(init_one)(z0, jax.random.split(k_init, z0.shape[0]))
+    states = jax.vmap(init_one)(z0, jax.random.split(key, z0.shape[0]))
     tick = progress_callback(total, max(1, total // 100), _BAR) if progress else None
 
     def body(states, i):
