@@ -28,7 +28,6 @@ result's `failed` flag and gives log Ẑ = -inf; no NaN escapes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import equinox as eqx
@@ -41,11 +40,11 @@ import ppl
 from ppl.sequential import StateSpace, state_space
 
 from . import resampling
+from .mcmc import kernels
+from .mcmc.kernels import Kernel
 
 __all__ = ["SMCResult", "StepInfo", "backward_sample", "csmc", "mh_rejuvenation", "run"]
 
-# A rejuvenation move: (key, step generative function, step trace, step args) -> (new trace, accepted)
-Rejuvenation = Callable[[jax.Array, ppl.GenFn, ppl.Trace, tuple], tuple[ppl.Trace, jax.Array]]
 
 
 class Particles(NamedTuple):
@@ -147,22 +146,13 @@ def _set_slot0(tree, value):
     return jax.tree.map(lambda x, v: x.at[0].set(v), tree, value)
 
 
-def mh_rejuvenation(selection: ppl.Selection, n_steps: int = 1) -> Rejuvenation:
-    """Metropolis-Hastings moves on `selection` of a step, proposing from the prior (`regenerate`)."""
+def mh_rejuvenation(selection: ppl.Selection, n_steps: int = 1) -> Kernel:
+    """`n_steps` Metropolis-Hastings moves on `selection` of a step, proposing from the prior (`regenerate`).
 
-    def move(key, gen_fn, trace, args):
-        def one(carry, key):
-            tr, n_acc = carry
-            k_prop, k_acc = jax.random.split(key)
-            new, log_alpha = gen_fn.regenerate(k_prop, tr, selection, *args)
-            accept = jnp.log(jax.random.uniform(k_acc)) < log_alpha
-            tr = jax.tree.map(lambda a, b: jnp.where(accept, a, b), new, tr)
-            return (tr, n_acc + accept), None
-
-        (trace, n_acc), _ = jax.lax.scan(one, (trace, jnp.zeros((), jnp.int32)), jax.random.split(key, n_steps))
-        return trace, n_acc / n_steps
-
-    return move
+    Any `inference.mcmc.kernels` kernel (MALA, HMC, NUTS, Gibbs, their cycles) works as
+    rejuvenation too; this is the gradient-free default.
+    """
+    return kernels.cycle(*[kernels.mh(selection)] * n_steps)
 
 
 class _Config(NamedTuple):
@@ -171,7 +161,7 @@ class _Config(NamedTuple):
     proposal: ppl.GenFn | None
     scheme: str
     threshold: float
-    rejuvenation: Rejuvenation | None
+    rejuvenation: Kernel | None
     keep_history: bool
     ancestor_sampling: bool
     mesh: Any
@@ -269,7 +259,9 @@ def _step(cfg: _Config, observations, reference):
         acceptance = jnp.zeros(())
         if cfg.rejuvenation is not None:
             def move(k, tr, p):
-                return cfg.rejuvenation(k, cfg.ss.step, tr, cfg.step_args(p, t))
+                kernel = cfg.rejuvenation
+                moved, info = kernel.step(k, kernel.init(tr), cfg.ss.step, cfg.step_args(p, t))
+                return moved, info.accept_prob
 
             moved, accepted = jax.vmap(move)(jax.random.split(k_rej, n), traces, particles)
             if reference is not None:  # the reference stays as it is
@@ -376,7 +368,7 @@ def run(
     proposal: ppl.GenFn | None = None,
     resampling_scheme: str = "systematic",
     ess_threshold: float = 0.5,
-    rejuvenation: Rejuvenation | None = None,
+    rejuvenation: Kernel | None = None,
     return_traces: bool = True,
     mesh: jax.sharding.Mesh | None = None,
 ) -> SMCResult:
@@ -392,7 +384,8 @@ def run(
             `proposal(observations_t, carry, *args_t)`; None for the bootstrap (the step's prior).
         resampling_scheme: "systematic", "stratified", "multinomial" or "residual".
         ess_threshold: resample before a step when ESS/N is below this; 1.0 always, 0.0 never.
-        rejuvenation: an MCMC move on each step's trace after extension (e.g. `mh_rejuvenation`).
+        rejuvenation: an `inference.mcmc.kernels` kernel applied to each step's trace after extension
+            (e.g. `mh_rejuvenation(ppl.sel("x"))` or `kernels.mala(ppl.sel("x"), 0.1)`).
         return_traces: keep the per-step history and return the final particles as traces
             (False keeps only log Ẑ, weights and step info: a filter that stores nothing per step).
         mesh: a one-axis `jax.sharding.Mesh` to shard the particles across devices.
