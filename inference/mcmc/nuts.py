@@ -94,7 +94,9 @@ def nuts(
 
     Args:
         key: a PRNG key.
-        model, args, observations: the posterior p(latents | observations).
+        model: the model (a generative function).
+        args: its arguments.
+        observations: a choice map of observed values; the posterior is p(latents | observations).
         num_chains: chains, run together with `vmap`.
         num_warmup: adaptation steps (step size by dual averaging, mass matrix in
             Stan's windows); their draws are discarded.

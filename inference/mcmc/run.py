@@ -80,7 +80,9 @@ def run(
     Args:
         key: a PRNG key.
         kernel: an `mcmc.kernels` kernel (or a `cycle`/`mixture` of them).
-        model, args, observations: the posterior p(latents | observations).
+        model: the model (a generative function).
+        args: its arguments.
+        observations: a choice map of observed values; the posterior is p(latents | observations).
         num_samples: draws kept per chain (after thinning).
         num_warmup: draws discarded first (kernels here do not adapt; see `mcmc.nuts` for that).
         thin: kernel steps per kept draw.
