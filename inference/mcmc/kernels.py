@@ -105,11 +105,10 @@ def mh_proposal(proposal: ppl.GenFn) -> Kernel:
 def gibbs(address, values) -> Kernel:
     """Enumerative Gibbs for one discrete `address`: draw it from its full conditional.
 
-    `values` lists its support (e.g. `jnp.arange(K)`); the conditional is computed
-    by `update` of the trace at every value, so it is exact and costs one model
-    evaluation per value. The address may hold an array: all elements take each
-    value jointly is not what Gibbs wants, so give a scalar address (address an
-    element of a `ppl.vmap` block by scanning a kernel per element instead).
+    `values` lists the candidate values of the whole address, one per row: `jnp.arange(K)`
+    for a scalar with K states, shape (K, *value_shape) for an array value (enumerated
+    jointly, so keep such blocks small). The conditional is computed by `update` of the
+    trace at every candidate, so it is exact and costs one model evaluation per row.
     """
     path = ppl.core.address_path(address)
     values = jnp.asarray(values)

@@ -30,7 +30,7 @@ from numpyro.infer.hmc import hmc
 import ppl
 from ppl import unconstrained
 
-from .result import MCMCResult, progress_callback
+from .result import MCMCResult, flatten, progress_callback
 from .run import _BAR, _progress, initial_traces, latents
 
 __all__ = ["nuts"]
@@ -131,7 +131,7 @@ def nuts(
 
 
 def _check_continuous(traces, observations) -> None:
-    for path, x in _leaves(latents(traces.choices, observations)):
+    for path, x in flatten(latents(traces.choices, observations)):
         if not jnp.issubdtype(x.dtype, jnp.floating):
             raise ppl.ModelError(
                 f"nuts moves continuous choices only, but {'/'.join(map(str, path))!r} is discrete; marginalise it "
@@ -139,8 +139,3 @@ def _check_continuous(traces, observations) -> None:
                 "in mcmc.run"
             )
 
-
-def _leaves(tree, prefix=()):
-    if isinstance(tree, dict):
-        return [item for k, v in tree.items() for item in _leaves(v, (*prefix, k))]
-    return [(prefix, tree)]

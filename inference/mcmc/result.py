@@ -24,7 +24,7 @@ class MCMCResult(eqx.Module):
 
     def to_arviz(self) -> az.InferenceData:
         """An `arviz.InferenceData` with a posterior group (addresses joined by '/') and sample stats."""
-        posterior = {"/".join(map(str, path)): np.asarray(v) for path, v in _flatten(self.samples)}
+        posterior = {"/".join(map(str, path)): np.asarray(v) for path, v in flatten(self.samples)}
         names = {"accept_prob": "acceptance_rate", "num_steps": "n_steps"}
         stats = {names.get(k, k): np.asarray(v) for k, v in self.stats.items()}
         return az.from_dict(posterior=posterior, sample_stats=stats)
@@ -51,9 +51,10 @@ class MCMCResult(eqx.Module):
         }
 
 
-def _flatten(tree: Any, prefix: tuple = ()) -> list:
+def flatten(tree: Any, prefix: tuple = ()) -> list:
+    """[(address path, leaf)] of a nested dict."""
     if isinstance(tree, dict):
-        return [item for k, v in tree.items() for item in _flatten(v, (*prefix, k))]
+        return [item for k, v in tree.items() for item in flatten(v, (*prefix, k))]
     return [(prefix, tree)]
 
 
