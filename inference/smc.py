@@ -42,6 +42,7 @@ from ppl.sequential import StateSpace, state_space
 from . import resampling
 from .mcmc import kernels
 from .mcmc.kernels import Kernel
+from .mcmc.target import latents
 
 __all__ = ["SMCResult", "StepInfo", "backward_sample", "csmc", "mh_rejuvenation", "run"]
 
@@ -206,15 +207,8 @@ def _reference_weight(cfg: _Config, key, particle: Particles, ref_t, obs_t, t):
     tr, log_joint = step.generate(key, ref_t, *args)
     if cfg.proposal is None:  # bootstrap: q is the step's prior over its latent choices
         return tr, log_joint - step.project(tr, ~ppl.sel.of(obs_t))
-    latents = _without(ref_t, obs_t)
-    log_q, _ = cfg.proposal.assess(latents, obs_t, *args)
+    log_q, _ = cfg.proposal.assess(latents(ref_t, obs_t), obs_t, *args)
     return tr, log_joint - log_q
-
-
-def _without(choices, obs):
-    if obs is None or not isinstance(choices, dict):
-        return choices
-    return {k: _without(v, obs[k]) for k, v in choices.items() if not (k in obs and not isinstance(obs[k], dict))}
 
 
 def _step(cfg: _Config, observations, reference):

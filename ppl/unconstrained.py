@@ -26,23 +26,14 @@ from .choicemap import Unconstrained
 from .core import GenFn
 from .distribution import leaf_mode
 
-__all__ = ["constrain", "init_uniform", "unconstrain", "unwrap", "wrap"]
+__all__ = ["constrain", "init_uniform", "unconstrain", "wrap"]
 
 _KEY = jax.random.key(0)  # never used to draw: every address is given
-
-
-def _is_unconstrained(x) -> bool:
-    return isinstance(x, Unconstrained)
 
 
 def wrap(u: Any) -> dict:
     """Mark every leaf of a choice map of unconstrained values as `ppl.Unconstrained`."""
     return jax.tree.map(Unconstrained, choicemap.normalize(u))
-
-
-def unwrap(choices: Any) -> Any:
-    """The values inside `ppl.Unconstrained` leaves."""
-    return jax.tree.map(lambda x: x.value if _is_unconstrained(x) else x, choices, is_leaf=_is_unconstrained)
 
 
 def constrain(model: GenFn, args: tuple, u: dict, observations: dict | None = None) -> dict:

@@ -30,15 +30,17 @@ from numpyro.infer.hmc import hmc
 import ppl
 from ppl import unconstrained
 
-from .result import MCMCResult, flatten, progress_callback
-from .run import _BAR, _progress, initial_traces, latents
+from .progress import progress, progress_callback
+from .result import MCMCResult, flatten
+from .run import initial_traces
+from .target import latents
 
 __all__ = ["nuts"]
 
 
 @eqx.filter_jit
 def _program(key, model, args, observations, init_traces, cfg):
-    num_warmup, num_samples, target_accept_prob, max_tree_depth, dense_mass, progress = cfg
+    num_warmup, num_samples, target_accept_prob, max_tree_depth, dense_mass, show_progress = cfg
     total = num_warmup + num_samples
     u0 = jax.vmap(lambda tr: latents(unconstrained.unconstrain(model, args, tr.choices), observations))(init_traces)
     _, unravel = ravel_pytree(jax.tree.map(lambda x: x[0], u0))
@@ -55,7 +57,7 @@ def _program(key, model, args, observations, init_traces, cfg):
                            dense_mass=dense_mass, rng_key=k)
 
     states = jax.vmap(init_one)(z0, jax.random.split(key, z0.shape[0]))
-    tick = progress_callback(total, max(1, total // 100), _BAR) if progress else None
+    tick = progress_callback(total) if show_progress else None
 
     def body(states, i):
         states = jax.vmap(sample_kernel)(states)
@@ -124,7 +126,7 @@ def nuts(
     traces = initial_traces(k_init, model, args, observations, num_chains, init)
     _check_continuous(traces, observations)
     cfg = (num_warmup, num_samples, float(target_accept_prob), max_tree_depth, dense_mass, progress_bar)
-    with _progress(progress_bar, num_warmup + num_samples, "nuts"):
+    with progress(progress_bar, num_warmup + num_samples, "nuts"):
         result = _program(k_run, model, args, observations, traces, cfg)
         jax.block_until_ready(result.samples)
     return result

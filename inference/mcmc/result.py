@@ -6,7 +6,6 @@ from typing import Any
 
 import arviz as az
 import equinox as eqx
-import jax
 import numpy as np
 
 
@@ -56,17 +55,3 @@ def flatten(tree: Any, prefix: tuple = ()) -> list:
     if isinstance(tree, dict):
         return [item for k, v in tree.items() for item in flatten(v, (*prefix, k))]
     return [(prefix, tree)]
-
-
-def progress_callback(total: int, every: int, bar_holder: dict):
-    """A function to call inside a scan at iteration i: advances the tqdm bar in `bar_holder`."""
-
-    def advance(i):
-        bar = bar_holder.get("bar")
-        if bar is not None:
-            bar.update(min(every, total - bar.n))
-
-    def maybe(i):
-        jax.lax.cond((i + 1) % every == 0, lambda: jax.debug.callback(advance, i), lambda: None)
-
-    return maybe

@@ -7,19 +7,16 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from tqdm.auto import tqdm
 
 import ppl
 from ppl import unconstrained
 
 from .kernels import Kernel
-from .result import MCMCResult, progress_callback
-from .target import split
+from .progress import progress, progress_callback
+from .result import MCMCResult
+from .target import latents
 
 __all__ = ["initial_traces", "run"]
-
-_BAR: dict = {}  # the tqdm bar of the run in progress, advanced from inside compiled programs
-
 
 def initial_traces(key, model: ppl.GenFn, args: tuple, observations: dict, num_chains: int, init: Any):
     """One trace per chain: `init` is "prior", "uniform" (on the unconstrained space, radius 2) or a choice map."""
@@ -34,16 +31,11 @@ def initial_traces(key, model: ppl.GenFn, args: tuple, observations: dict, num_c
     raise ValueError(f'init must be "prior", "uniform" or a choice map of initial values, got {init!r}')
 
 
-def latents(choices: Any, observations: dict) -> dict:
-    """The choices that are not observed."""
-    return split(choices, ~ppl.sel.of(observations))[0] if observations else choices
-
-
 @eqx.filter_jit
 def _program(key, kernel: Kernel, model, args, observations, traces, cfg):
-    num_samples, num_warmup, thin, progress = cfg
+    num_samples, num_warmup, thin, show_progress = cfg
     total = num_warmup + num_samples
-    tick = progress_callback(total, max(1, total // 100), _BAR) if progress else None
+    tick = progress_callback(total) if show_progress else None
 
     def transition(key, trace):
         for k in jax.random.split(key, thin):
@@ -97,24 +89,7 @@ def run(
     traces = initial_traces(k_init, model, args, observations, num_chains, init)
     traces = kernel.init(traces)
     cfg = (num_samples, num_warmup, thin, progress_bar)
-    with _progress(progress_bar, num_warmup + num_samples, "mcmc"):
+    with progress(progress_bar, num_warmup + num_samples, "mcmc"):
         draws, stats = _program(k_run, kernel, model, args, observations, traces, cfg)
         jax.block_until_ready(draws)
     return MCMCResult(draws, stats)
-
-
-class _progress:
-    """Context: a tqdm bar in `_BAR` for the compiled program to advance."""
-
-    def __init__(self, enabled: bool, total: int, desc: str):
-        self.enabled, self.total, self.desc = enabled, total, desc
-
-    def __enter__(self):
-        if self.enabled:
-            _BAR["bar"] = tqdm(total=self.total, desc=self.desc)
-
-    def __exit__(self, *exc):
-        bar = _BAR.pop("bar", None)
-        if bar is not None:
-            bar.update(self.total - bar.n)
-            bar.close()

@@ -38,6 +38,11 @@ def split(choices: Any, selection: ppl.Selection) -> tuple[dict, dict]:
     return selected, rest
 
 
+def latents(choices: Any, observations: Any) -> Any:
+    """The choices that are not observed."""
+    return split(choices, ~ppl.sel.of(observations))[0] if observations else choices
+
+
 class Target(NamedTuple):
     """A selection of one trace as a flat unconstrained vector and its log density."""
 
