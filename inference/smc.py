@@ -44,7 +44,7 @@ from .mcmc import kernels
 from .mcmc.kernels import Kernel
 from .mcmc.target import latents
 
-__all__ = ["SMCResult", "StepInfo", "backward_sample", "csmc", "mh_rejuvenation", "run"]
+__all__ = ["SMCResult", "StepInfo", "backward_sample", "csmc", "csmc_kernel", "mh_rejuvenation", "run"]
 
 
 
@@ -228,10 +228,12 @@ def _step(cfg: _Config, observations, reference):
             do_resample = (t > 0) & (resampling.ess(log_w) < cfg.threshold * n)
 
         def resample(particles):
-            ancestors = resampling.get(cfg.scheme)(k_res, log_w, n)
-            if reference is not None:
+            if reference is None:
+                ancestors = resampling.get(cfg.scheme)(k_res, log_w, n)
+            else:  # conditional multinomial resampling: slot 0 follows the reference, the others are i.i.d.
                 slot0 = _ancestor_of_reference(cfg, k_as, particles, log_w, reference, observations, t) if cfg.ancestor_sampling else 0
-                ancestors = ancestors.at[0].set(slot0)
+                ancestors = jnp.concatenate([jnp.reshape(slot0, (1,)).astype(jnp.int32),
+                                             resampling.multinomial(k_res, log_w, n - 1)])
             return _constrain(cfg, _gather(particles, ancestors)), ancestors, jnp.zeros(n)
 
         def keep(particles):
@@ -291,6 +293,8 @@ def _ancestor_of_reference(cfg: _Config, key, particles, log_w, reference, obser
 
 def _run(key, cfg: _Config, args: tuple, observations, reference_prefix, reference_steps):
     k_init, k_steps = jax.random.split(key)
+    # a reference's observed values are the observations themselves: given once
+    reference_prefix = None if reference_prefix is None else latents(reference_prefix, observations)
     prefix_constraints = ppl.choicemap.merge(_outside(observations, cfg.ss.path), reference_prefix)
 
     def prefix_of(k):
@@ -322,16 +326,20 @@ def _outside(observations, path):
     return observations
 
 
-def _lineages(history: History):
-    """Each final particle's step choices, traced back through the ancestors: (N, T, ...)."""
+def _lineage(history: History, b) -> Any:
+    """The step choices of final particle `b`, traced back through its ancestors: (T, ...)."""
 
     def back(b, record):
         ancestors, choices = record
         return ancestors[b], _gather(choices, b)
 
-    n = history.ancestors.shape[1]
-    _, steps = jax.lax.scan(back, jnp.arange(n), (history.ancestors, history.choices), reverse=True)
-    return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), steps)
+    _, steps = jax.lax.scan(back, b, (history.ancestors, history.choices), reverse=True)
+    return steps
+
+
+def _lineages(history: History):
+    """Every final particle's lineage: (N, T, ...)."""
+    return jax.vmap(lambda b: _lineage(history, b))(jnp.arange(history.ancestors.shape[1]))
 
 
 def _final_traces(key, cfg: _Config, model, args, particles: Particles, history: History):
@@ -398,22 +406,64 @@ def csmc(
     n_particles: int,
     ancestor_sampling: bool = True,
     proposal: ppl.GenFn | None = None,
-    resampling_scheme: str = "multinomial",
 ) -> SMCResult:
     """Conditional SMC: `reference` (a full choice map of the model) is kept in slot 0.
 
     Every particle shares the reference's choices before the scan (static
     parameters are conditioned on, as in particle Gibbs). Resampling happens at
-    every step. The final traces' slot 0 is the reference (up to ancestor sampling
-    rewriting its past).
+    every step, multinomially: the other N - 1 ancestors are drawn i.i.d. from the
+    weights, which is what keeps the CSMC kernel exact (a sorted or systematic draw
+    with one slot overwritten would not be). The final traces' slot 0 is the
+    reference (up to ancestor sampling rewriting its past).
     """
-    _check_run_args(n_particles, 1.0, resampling_scheme, None)
+    _check_run_args(n_particles, 1.0, "multinomial", None)
     ss = state_space(model, tuple(args))
     reference = ppl.choicemap.normalize(reference)
     steps = ppl.choicemap.subconstraint(reference, ss.path)
     prefix = _outside(reference, ss.path)
-    cfg = (n_particles, proposal, resampling_scheme, 1.0, None, True, ancestor_sampling, None)
+    cfg = (n_particles, proposal, "multinomial", 1.0, None, True, ancestor_sampling, None)
     return _run_compiled(key, model, tuple(args), ppl.choicemap.normalize(observations), (prefix, steps), cfg)
+
+
+def csmc_kernel(
+    observations: dict,
+    n_particles: int,
+    ancestor_sampling: bool = True,
+    backward_sampling: bool = False,
+    proposal: ppl.GenFn | None = None,
+) -> Kernel:
+    """The conditional SMC move of particle Gibbs, as an `inference.mcmc` kernel on a model's trace.
+
+    `step(key, trace, model, args)` runs CSMC with the trace's trajectory (its
+    scan block) as the reference and the trace's other choices (static parameters)
+    held fixed, then draws the new trajectory: the lineage of a particle chosen by
+    its final weight, or, with `backward_sampling`, a backward-simulated path
+    (Whiteley 2010). Either leaves p(trajectory | parameters, observations)
+    invariant (Andrieu, Doucet & Holenstein 2010). `Info.accepted` says whether the
+    trajectory changed. Cycle it with kernels on the parameters for particle Gibbs:
+
+        kernels.cycle(smc.csmc_kernel(obs, 20), kernels.nuts(ppl.sel("sigma"), 0.2))
+    """
+    _check_run_args(n_particles, 1.0, "multinomial", None)
+    observations = ppl.choicemap.normalize(observations)
+    cfg_static = (n_particles, proposal, "multinomial", 1.0, None, True, ancestor_sampling, None)
+
+    def step(key, trace, gen_fn, args):
+        k_run, k_pick, k_gen = jax.random.split(key, 3)
+        ss = state_space(gen_fn, args)
+        prefix = _outside(trace.choices, ss.path)
+        reference = ppl.choicemap.subconstraint(trace.choices, ss.path)
+        _, log_w, _, failed, _, history = _run(k_run, _Config(ss, *cfg_static), args, observations, prefix, reference)
+        if backward_sampling:
+            steps = _backward_one(k_pick, ss, ss.generate_prefix(k_gen, prefix, args).scan_args, history)
+        else:
+            steps = _lineage(history, jax.random.categorical(k_pick, log_w))
+        new, _ = gen_fn.generate(k_gen, ss.full_choices(prefix, steps), *args)
+        new = jax.tree.map(lambda a, b: jnp.where(failed, b, a), new, trace)  # only an impossible reference fails
+        changed = jnp.any(jnp.stack([jnp.any(a != b) for a, b in zip(jax.tree.leaves(steps), jax.tree.leaves(reference))]))
+        return new, kernels.Info(jnp.ones(()), changed & ~failed, failed, jnp.zeros((), jnp.int32))
+
+    return Kernel(lambda trace: trace, step)
 
 
 def backward_sample(key: jax.Array, model: ppl.GenFn, args: tuple, result: SMCResult, n_samples: int = 1) -> Any:
@@ -432,27 +482,27 @@ def backward_sample(key: jax.Array, model: ppl.GenFn, args: tuple, result: SMCRe
 def _backward_compiled(key, model, args, history: History, traces, n_samples):
     ss = state_space(model, args)
     scan_args = _scan_args_of(ss, traces, args)
+    return jax.vmap(lambda k: _backward_one(k, ss, scan_args, history))(jax.random.split(key, n_samples))
+
+
+def _backward_one(key, ss: StateSpace, scan_args, history: History):
+    """One trajectory of step choices (T, ...) by backward simulation through `history`."""
     T = history.log_weights.shape[0]
+    keys = jax.random.split(key, T)
+    last = jax.random.categorical(keys[-1], history.log_weights[-1])
+    x_last = _gather(_gather(history.choices, T - 1), last)
 
-    def one(key):
-        keys = jax.random.split(key, T)
-        last = jax.random.categorical(keys[-1], history.log_weights[-1])
-        x_last = _gather(_gather(history.choices, T - 1), last)
+    def back(x_next, inputs):
+        t, k = inputs  # choose x_t given x_{t+1}
+        carries = _gather(history.carries, t)
+        logits = history.log_weights[t] + jax.vmap(
+            lambda c: ss.step.assess(x_next, *ss.step_args(scan_args, t + 1, c))[0]
+        )(carries)
+        x_t = _gather(_gather(history.choices, t), jax.random.categorical(k, logits))
+        return x_t, x_t
 
-        def back(x_next, inputs):
-            t, k = inputs  # choose x_t given x_{t+1}
-            carries = _gather(history.carries, t)
-            logits = history.log_weights[t] + jax.vmap(
-                lambda c: ss.step.assess(x_next, *ss.step_args(scan_args, t + 1, c))[0]
-            )(carries)
-            i = jax.random.categorical(k, logits)
-            x_t = _gather(_gather(history.choices, t), i)
-            return x_t, x_t
-
-        _, xs = jax.lax.scan(back, x_last, (jnp.arange(T - 1), keys[:-1]), reverse=True)
-        return jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]], axis=0), xs, x_last)
-
-    return jax.vmap(one)(jax.random.split(key, n_samples))
+    _, xs = jax.lax.scan(back, x_last, (jnp.arange(T - 1), keys[:-1]), reverse=True)
+    return jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]], axis=0), xs, x_last)
 
 
 def _scan_args_of(ss: StateSpace, traces, args):

@@ -145,9 +145,9 @@ def _unvisited(path: tuple, what: str, visited: set[tuple]) -> ModelError:
 def merge(first: Any, second: Any) -> Any:
     """Both choice maps in one (nested dicts merged; an address in both is an error)."""
     first, second = normalize(first), normalize(second)
-    if not first:
+    if _empty(first):
         return second
-    if not second:
+    if _empty(second):
         return first
     if not (isinstance(first, dict) and isinstance(second, dict)):
         raise ModelError("two choice maps both give a value at the same address; give each address once")
@@ -155,6 +155,10 @@ def merge(first: Any, second: Any) -> Any:
     for k, v in second.items():
         out[k] = merge(out[k], v) if k in out else v
     return out
+
+
+def _empty(choices: Any) -> bool:
+    return choices is None or (isinstance(choices, dict) and not choices)
 
 
 def index(choices: Any, i: Any) -> Any:

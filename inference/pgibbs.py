@@ -1,0 +1,193 @@
+"""Particle Gibbs for state-space models, and maximum likelihood by conditional SMC.
+
+A model with static parameters θ before its `ppl.scan` and a latent trajectory
+x_{0:T-1} in it has the posterior p(θ, x | y). Particle Gibbs (Andrieu, Doucet &
+Holenstein 2010) alternates
+
+    x ~ CSMC(· | x, θ)        conditional SMC with the current trajectory as reference
+    θ ~ K(· | θ, x)           any MCMC kernel on the parameters (NUTS, HMC, MH, ...)
+
+Both leave p(θ, x | y) invariant, so the cycle does. With few particles, plain
+CSMC rarely changes the early part of the trajectory (every particle's lineage
+collapses onto the reference); ancestor sampling (Lindsten, Jordan & Schön 2014)
+or backward sampling (Whiteley 2010) fixes this, and `update_rate` measures it.
+
+    res = pgibbs.run(key, model, args, obs, n_particles=20, num_samples=1000,
+                     parameter_kernel=kernels.nuts(ppl.sel("sigma"), 0.2))
+    res.samples["sigma"], res.samples["steps"]["x"]     # (chain, draw, ...)
+    pgibbs.update_rate(res.samples["steps"])             # (T,)
+
+`learn` maximises log p(y | θ) for parameters passed as the model's first
+argument, by Markov score climbing (Gu & Kong 1998; Naesseth, Lindsten & Blei
+2020): each iteration runs CSMC at the current θ, estimates the score by Fisher's
+identity ∇ log p(y | θ) = E[∇ log p(x, y | θ) | y], with the expectation taken
+over the CSMC's weighted lineages, and takes an optax step.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+
+import ppl
+
+from . import resampling, smc
+from .mcmc import kernels, run as mcmc_run
+from .mcmc.kernels import Kernel
+from .mcmc.progress import progress, progress_callback
+from .mcmc.result import MCMCResult
+
+__all__ = ["LearnResult", "learn", "run", "update_rate"]
+
+
+def run(
+    key: jax.Array,
+    model: ppl.GenFn,
+    args: tuple,
+    observations: dict,
+    n_particles: int,
+    num_samples: int,
+    parameter_kernel: Kernel | None = None,
+    num_chains: int = 4,
+    num_warmup: int = 0,
+    ancestor_sampling: bool = True,
+    backward_sampling: bool = False,
+    proposal: ppl.GenFn | None = None,
+    init: Any = "prior",
+    progress_bar: bool = True,
+) -> MCMCResult:
+    """Particle Gibbs: `num_chains` chains (vectorised) of CSMC sweeps cycled with `parameter_kernel`.
+
+    Args:
+        key: a PRNG key.
+        model: a `@ppl.gen` model with one top-level `ppl.scan` (the trajectory).
+        args: its arguments.
+        observations: a choice map of observed values.
+        n_particles: particles per CSMC sweep (the reference included).
+        num_samples: draws kept per chain.
+        parameter_kernel: an `inference.mcmc.kernels` kernel on the static parameters
+            (the choices before the scan), or None when there are none to move. For exact
+            Gibbs give the full conditional as a generative function to
+            `kernels.mh_proposal`: an exact conditional is always accepted.
+        num_warmup: draws discarded first.
+        ancestor_sampling, backward_sampling, proposal: the CSMC sweep (see `smc.csmc_kernel`).
+        init: the initial trace: "prior" or a choice map (see `mcmc.run`).
+        progress_bar: a tqdm bar advanced from inside the compiled program.
+
+    Returns:
+        An `MCMCResult` with every latent address, trajectory included, shaped (chain, draw, ...).
+    """
+    sweep = smc.csmc_kernel(observations, n_particles, ancestor_sampling, backward_sampling, proposal)
+    kernel = sweep if parameter_kernel is None else kernels.cycle(sweep, parameter_kernel)
+    return mcmc_run(key, kernel, model, args, observations, num_samples, num_chains, num_warmup, init=init,
+                    progress_bar=progress_bar)
+
+
+def update_rate(trajectory: Any) -> jax.Array:
+    """The fraction of successive draws in which each time step of the trajectory changed: shape (T,).
+
+    `trajectory` is the scan block of `MCMCResult.samples` (leaves (chain, draw, T, ...));
+    a step counts as changed when any of its choices did. Near 1 means the sweep
+    renews that step at every iteration; near 0, the chain is stuck there.
+    """
+    changed = [
+        jnp.any((x[:, 1:] != x[:, :-1]).reshape(x.shape[0], x.shape[1] - 1, x.shape[2], -1), axis=-1)
+        for x in jax.tree.leaves(trajectory)
+    ]
+    return jnp.mean(jnp.any(jnp.stack(changed), axis=0), axis=(0, 1))
+
+
+class LearnResult(NamedTuple):
+    """The outcome of `learn`."""
+
+    params: Any
+    """The estimate: the average of the iterates over the last `average` fraction (Polyak–Ruppert)."""
+    trace: Any
+    """The parameters after every iteration, leaves (num_steps, ...)."""
+    log_marginal: jax.Array
+    """Each iteration's conditional-SMC log Ẑ (a noisy, upward-biased log-likelihood monitor)."""
+
+
+@eqx.filter_jit
+def _learn_program(key, model, params, args, observations, trace, optimizer, cfg):
+    n_particles, num_steps, ancestor_sampling, show_progress = cfg
+    tick = progress_callback(num_steps) if show_progress else None
+
+    def log_joint(p, choices):
+        return model.assess(choices, p, *args)[0]
+
+    def body(state, inputs):
+        params, opt_state, reference = state
+        i, key = inputs
+        k_csmc, k_pick = jax.random.split(key)
+        res = smc.csmc(k_csmc, model, (params, *args), observations, reference, n_particles,
+                       ancestor_sampling=ancestor_sampling)
+        w = resampling.weights(res.log_weights)
+        scores = jax.vmap(jax.grad(log_joint), in_axes=(None, 0))(params, res.traces.choices)
+        score = jax.tree.map(lambda s: jnp.tensordot(w, s, axes=1), scores)
+        updates, opt_state = optimizer.update(jax.tree.map(jnp.negative, score), opt_state, params)
+        params = optax.apply_updates(params, updates)
+        reference = ppl.choicemap.index(res.traces.choices, jax.random.categorical(k_pick, res.log_weights))
+        if tick is not None:
+            tick(i)
+        return (params, opt_state, reference), (params, res.log_marginal)
+
+    state = (params, optimizer.init(params), trace.choices)
+    _, (trace, log_marginal) = jax.lax.scan(body, state, (jnp.arange(num_steps), jax.random.split(key, num_steps)))
+    return trace, log_marginal
+
+
+def learn(
+    key: jax.Array,
+    model: ppl.GenFn,
+    params: Any,
+    args: tuple,
+    observations: dict,
+    n_particles: int,
+    num_steps: int,
+    optimizer: optax.GradientTransformation | None = None,
+    ancestor_sampling: bool = True,
+    average: float = 0.5,
+    progress_bar: bool = True,
+) -> LearnResult:
+    """Maximum-likelihood parameters of a state-space model by Markov score climbing with CSMC.
+
+    The model is called as `model(params, *args)`: `params` is a pytree of
+    floating arrays on an unconstrained scale (use log σ, not σ). Each of
+    `num_steps` iterations runs one CSMC sweep with the current trajectory as
+    reference, averages ∇_θ log p(x, y | θ) (from the model's `assess`) over the
+    sweep's weighted particle lineages, and applies one `optimizer` step
+    (default `optax.adam(1e-2)`). The iterates form a stochastic-approximation
+    chain whose fixed point is a zero of the score; the returned estimate averages
+    the last `average` fraction of them.
+    """
+    if not isinstance(num_steps, int) or num_steps < 2:
+        raise ValueError(f"num_steps must be an int >= 2, got {num_steps!r}")
+    if not 0.0 < average <= 1.0:
+        raise ValueError(f"average is the fraction of iterates to average, in (0, 1]; got {average!r}")
+    leaves = jax.tree.leaves(params)
+    if not leaves or not all(jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) for x in leaves):
+        raise ValueError("params must be a pytree of floating-point arrays (the model's first argument)")
+    optimizer = optax.adam(1e-2) if optimizer is None else optimizer
+    params = jax.tree.map(jnp.asarray, params)
+    args, observations = tuple(args), ppl.choicemap.normalize(observations)
+    k_init, k_run = jax.random.split(key)
+    trace, _ = model.generate(k_init, observations, params, *args)
+    cfg = (n_particles, num_steps, ancestor_sampling, progress_bar)
+    with progress(progress_bar, num_steps, "learn"):
+        trace, log_marginal = _learn_program(k_run, model, params, args, observations, trace, optimizer, cfg)
+        jax.block_until_ready(trace)
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x), axis=tuple(range(1, x.ndim))) for x in jax.tree.leaves(trace)]),
+                     axis=0)
+    if not bool(jnp.all(finite)):
+        first = int(jnp.argmin(finite))
+        raise FloatingPointError(
+            f"the parameters became non-finite at iteration {first}: lower the optimizer's learning rate, or "
+            "check that the model's log density is finite and differentiable at the initial parameters"
+        )
+    start = num_steps - max(1, int(average * num_steps))
+    return LearnResult(jax.tree.map(lambda x: jnp.mean(x[start:], axis=0), trace), trace, log_marginal)
