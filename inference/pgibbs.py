@@ -74,7 +74,9 @@ def run(
             Gibbs give the full conditional as a generative function to
             `kernels.mh_proposal`: an exact conditional is always accepted.
         num_warmup: draws discarded first.
-        ancestor_sampling, backward_sampling, proposal: the CSMC sweep (see `smc.csmc_kernel`).
+        ancestor_sampling: redraw the reference's ancestor at each step (see `smc.csmc_kernel`).
+        backward_sampling: draw the new trajectory by backward simulation instead of a lineage.
+        proposal: the CSMC proposal of a step's latent choices; None for the step's prior.
         init: the initial trace: "prior" or a choice map (see `mcmc.run`).
         progress_bar: a tqdm bar advanced from inside the compiled program.
 
