@@ -445,16 +445,28 @@ def csmc_kernel(
         kernels.cycle(smc.csmc_kernel(obs, 20), kernels.nuts(ppl.sel("sigma"), 0.2))
     """
     _check_run_args(n_particles, 1.0, "multinomial", None)
-    observations = ppl.choicemap.normalize(observations)
-    cfg_static = (n_particles, proposal, "multinomial", 1.0, None, True, ancestor_sampling, None)
+    step = _CSMCStep(ppl.choicemap.normalize(observations), n_particles, ancestor_sampling, backward_sampling, proposal)
+    return Kernel(kernels.identity, step)
 
-    def step(key, trace, gen_fn, args):
+
+class _CSMCStep(eqx.Module):
+    """`csmc_kernel`'s step as a pytree: the observations are traced leaves and the settings compare by
+    value, so a compiled program that takes the kernel is reused across calls (a closure would not be)."""
+
+    observations: dict
+    n_particles: int = eqx.field(static=True)
+    ancestor_sampling: bool = eqx.field(static=True)
+    backward_sampling: bool = eqx.field(static=True)
+    proposal: Any = eqx.field(static=True)
+
+    def __call__(self, key, trace, gen_fn, args):
         k_run, k_pick, k_gen = jax.random.split(key, 3)
         ss = state_space(gen_fn, args)
+        cfg = _Config(ss, self.n_particles, self.proposal, "multinomial", 1.0, None, True, self.ancestor_sampling, None)
         prefix = _outside(trace.choices, ss.path)
         reference = ppl.choicemap.subconstraint(trace.choices, ss.path)
-        _, log_w, _, failed, _, history = _run(k_run, _Config(ss, *cfg_static), args, observations, prefix, reference)
-        if backward_sampling:
+        _, log_w, _, failed, _, history = _run(k_run, cfg, args, self.observations, prefix, reference)
+        if self.backward_sampling:
             steps = _backward_one(k_pick, ss, ss.generate_prefix(k_gen, prefix, args).scan_args, history)
         else:
             steps = _lineage(history, jax.random.categorical(k_pick, log_w))
@@ -462,8 +474,6 @@ def csmc_kernel(
         new = jax.tree.map(lambda a, b: jnp.where(failed, b, a), new, trace)  # only an impossible reference fails
         changed = jnp.any(jnp.stack([jnp.any(a != b) for a, b in zip(jax.tree.leaves(steps), jax.tree.leaves(reference))]))
         return new, kernels.Info(jnp.ones(()), changed & ~failed, failed, jnp.zeros((), jnp.int32))
-
-    return Kernel(lambda trace: trace, step)
 
 
 def backward_sample(key: jax.Array, model: ppl.GenFn, args: tuple, result: SMCResult, n_samples: int = 1) -> Any:

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from numpyro.infer.hmc_util import build_tree, euclidean_kinetic_energy, velocity_verlet
@@ -54,7 +55,8 @@ class Kernel(NamedTuple):
     step: Callable[[jax.Array, ppl.Trace, ppl.GenFn, tuple], tuple[ppl.Trace, Info]]
 
 
-def _identity(trace):
+def identity(trace):
+    """The `init` of a kernel whose state is the trace itself."""
     return trace
 
 
@@ -79,7 +81,7 @@ def mh(selection: ppl.Selection) -> Kernel:
         new, log_alpha = gen_fn.regenerate(k_prop, trace, selection, *args)
         return _accept(k_acc, log_alpha, new, trace)
 
-    return Kernel(_identity, step)
+    return Kernel(identity, step)
 
 
 def mh_proposal(proposal: ppl.GenFn) -> Kernel:
@@ -99,7 +101,7 @@ def mh_proposal(proposal: ppl.GenFn) -> Kernel:
         log_q_back, _ = proposal.assess(discard, new.choices, *args)
         return _accept(k_acc, log_w + log_q_back - forward.score, new, trace)
 
-    return Kernel(_identity, step)
+    return Kernel(identity, step)
 
 
 def gibbs(address, values) -> Kernel:
@@ -133,7 +135,7 @@ def gibbs(address, values) -> Kernel:
         new = jax.tree.map(lambda x: x[i], traces)
         return new, _info(1.0, jnp.any(values_typed[i] != current))
 
-    return Kernel(_identity, step)
+    return Kernel(identity, step)
 
 
 def mala(selection: ppl.Selection, step_size: float) -> Kernel:
@@ -159,7 +161,7 @@ def mala(selection: ppl.Selection, step_size: float) -> Kernel:
         new_trace, info = _accept(k_acc, log_alpha, tgt.to_trace(proposal), trace)
         return new_trace, info._replace(num_steps=jnp.asarray(2, jnp.int32))
 
-    return Kernel(_identity, step)
+    return Kernel(identity, step)
 
 
 def _hamiltonian(tgt, inverse_mass_matrix):
@@ -195,7 +197,7 @@ def hmc(selection: ppl.Selection, step_size: float, num_steps: int, inverse_mass
         return new_trace, info._replace(diverging=~jnp.isfinite(energy1) | (energy1 - energy0 > 1000.0),
                                         num_steps=jnp.asarray(num_steps, jnp.int32))
 
-    return Kernel(_identity, step)
+    return Kernel(identity, step)
 
 
 def nuts(selection: ppl.Selection, step_size: float, inverse_mass_matrix=1.0, max_tree_depth: int = 10) -> Kernel:
@@ -216,25 +218,34 @@ def nuts(selection: ppl.Selection, step_size: float, inverse_mass_matrix=1.0, ma
         moved = jnp.any(tree.z_proposal != tgt.position)
         return tgt.to_trace(tree.z_proposal), _info(accept_prob, moved, tree.diverging, tree.num_proposals)
 
-    return Kernel(_identity, step)
+    return Kernel(identity, step)
 
 
 def cycle(*kernels: Kernel) -> Kernel:
     """Apply each kernel in turn (a systematic-scan Gibbs sweep of blocks)."""
+    return Kernel(_CycleInit(kernels), _CycleStep(kernels))
 
-    def init(trace):
-        for k in kernels:
+
+class _CycleInit(eqx.Module):
+    """A pytree (not a closure), so that equal cycles of the same kernels reuse a compiled program."""
+
+    kernels: tuple
+
+    def __call__(self, trace):
+        for k in self.kernels:
             trace = k.init(trace)
         return trace
 
-    def step(key, trace, gen_fn, args):
+
+class _CycleStep(eqx.Module):
+    kernels: tuple
+
+    def __call__(self, key, trace, gen_fn, args):
         infos = []
-        for k, kernel in zip(jax.random.split(key, len(kernels)), kernels):
+        for k, kernel in zip(jax.random.split(key, len(self.kernels)), self.kernels):
             trace, info = kernel.step(k, trace, gen_fn, args)
             infos.append(info)
         return trace, _mean_info(infos)
-
-    return Kernel(init, step)
 
 
 def mixture(kernels: list[Kernel], probs: Any = None) -> Kernel:
