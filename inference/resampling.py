@@ -43,6 +43,7 @@ import jax.numpy as jnp
 __all__ = [
     "SCHEMES",
     "Scheme",
+    "categorical",
     "ess",
     "get",
     "multinomial",
@@ -116,6 +117,18 @@ def _size(log_weights: jax.Array, n: int | None) -> int:
     if log_weights.ndim != 1:
         raise ValueError(f"log_weights must have shape (N,), got {log_weights.shape}; vmap over batches")
     return log_weights.shape[0] if n is None else n
+
+
+def categorical(key: jax.Array, log_weights: jax.Array, n: int | None = None) -> jax.Array:
+    """`n` i.i.d. draws from the categorical distribution, in the order drawn (not sorted).
+
+    One uniform and one binary search per draw: O(N + n log N), against N Gumbel
+    variates per draw for `jax.random.categorical`. For single draws (picking a
+    particle, ancestor sampling) and for conditional resampling, where the free
+    slots must be i.i.d.
+    """
+    n = _size(log_weights, n)
+    return _search(_rescaled(log_weights), jax.random.uniform(key, (n,)))
 
 
 def multinomial(key: jax.Array, log_weights: jax.Array, n: int | None = None) -> jax.Array:

@@ -144,7 +144,12 @@ def _gather(tree, idx):
 
 
 def _set_slot0(tree, value):
-    return jax.tree.map(lambda x, v: x.at[0].set(v), tree, value)
+    # a select fuses with the computation of `tree`; an in-place update of slot 0 made XLA copy every leaf
+    def put(x, v):
+        first = (jnp.arange(x.shape[0]) == 0).reshape((-1,) + (1,) * (x.ndim - 1))
+        return jnp.where(first, v, x)
+
+    return jax.tree.map(put, tree, value)
 
 
 def mh_rejuvenation(selection: ppl.Selection, n_steps: int = 1) -> Kernel:
@@ -233,7 +238,7 @@ def _step(cfg: _Config, observations, reference):
             else:  # conditional multinomial resampling: slot 0 follows the reference, the others are i.i.d.
                 slot0 = _ancestor_of_reference(cfg, k_as, particles, log_w, reference, observations, t) if cfg.ancestor_sampling else 0
                 ancestors = jnp.concatenate([jnp.reshape(slot0, (1,)).astype(jnp.int32),
-                                             resampling.multinomial(k_res, log_w, n - 1)])
+                                             resampling.categorical(k_res, log_w, n - 1)])
             return _constrain(cfg, _gather(particles, ancestors)), ancestors, jnp.zeros(n)
 
         def keep(particles):
@@ -288,7 +293,7 @@ def _ancestor_of_reference(cfg: _Config, key, particles, log_w, reference, obser
         return cfg.ss.step.assess(ref_t, *args)[0]
 
     logits = log_w + jax.vmap(log_transition)(particles)
-    return jax.random.categorical(key, logits)  # one draw: O(N)
+    return resampling.categorical(key, logits, 1)[0]
 
 
 def _run(key, cfg: _Config, args: tuple, observations, reference_prefix, reference_steps):
@@ -469,7 +474,7 @@ class _CSMCStep(eqx.Module):
         if self.backward_sampling:
             steps = _backward_one(k_pick, ss, ss.generate_prefix(k_gen, prefix, args).scan_args, history)
         else:
-            steps = _lineage(history, jax.random.categorical(k_pick, log_w))
+            steps = _lineage(history, resampling.categorical(k_pick, log_w, 1)[0])
         new, _ = gen_fn.generate(k_gen, ss.full_choices(prefix, steps), *args)
         new = jax.tree.map(lambda a, b: jnp.where(failed, b, a), new, trace)  # only an impossible reference fails
         changed = jnp.any(jnp.stack([jnp.any(a != b) for a, b in zip(jax.tree.leaves(steps), jax.tree.leaves(reference))]))
@@ -499,7 +504,7 @@ def _backward_one(key, ss: StateSpace, scan_args, history: History):
     """One trajectory of step choices (T, ...) by backward simulation through `history`."""
     T = history.log_weights.shape[0]
     keys = jax.random.split(key, T)
-    last = jax.random.categorical(keys[-1], history.log_weights[-1])
+    last = resampling.categorical(keys[-1], history.log_weights[-1], 1)[0]
     x_last = _gather(_gather(history.choices, T - 1), last)
 
     def back(x_next, inputs):
@@ -508,7 +513,7 @@ def _backward_one(key, ss: StateSpace, scan_args, history: History):
         logits = history.log_weights[t] + jax.vmap(
             lambda c: ss.step.assess(x_next, *ss.step_args(scan_args, t + 1, c))[0]
         )(carries)
-        x_t = _gather(_gather(history.choices, t), jax.random.categorical(k, logits))
+        x_t = _gather(_gather(history.choices, t), resampling.categorical(k, logits, 1)[0])
         return x_t, x_t
 
     _, xs = jax.lax.scan(back, x_last, (jnp.arange(T - 1), keys[:-1]), reverse=True)

@@ -174,3 +174,23 @@ def test_get():
         resampling.get("sytematic")
     for name in SCHEMES:
         assert name in str(info.value)
+
+
+def test_categorical_draws_are_iid_with_the_weights():
+    """`categorical` (unsorted draws, used by CSMC and ancestor sampling): each draw ~ w, independently."""
+    from scipy import stats
+
+    logw = _log_weights()
+    w = np.asarray(jax.nn.softmax(logw), np.float64)
+    draws = np.asarray(jax.jit(lambda k: resampling.categorical(k, logw, 2 * R))(jax.random.key(3))).reshape(R, 2)
+    assert not (draws == 2).any(), "a -inf particle was drawn"
+    live = np.flatnonzero(w > 1e-3)  # chi-square needs expected counts well above 5
+    for column in draws.T:
+        counts = np.bincount(column, minlength=N)[live]
+        assert stats.chisquare(counts, counts.sum() * w[live] / w[live].sum()).pvalue > 1e-3
+    # independence of successive draws: the joint table of (first, second) factorises
+    both = np.isin(draws, live).all(axis=1)
+    index = np.searchsorted(live, draws[both])
+    table = np.zeros((live.size, live.size))
+    np.add.at(table, (index[:, 0], index[:, 1]), 1)
+    assert stats.chi2_contingency(table).pvalue > 1e-3
