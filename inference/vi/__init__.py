@@ -7,7 +7,8 @@
 """
 
 from .estimators import enum, mvd, reinforce, reparam
+from .fit import FitResult, fit
 from .objectives import elbo, iwae
 from .program import Objective, objective, sample
 
-__all__ = ["Objective", "elbo", "enum", "iwae", "mvd", "objective", "reinforce", "reparam", "sample"]
+__all__ = ["FitResult", "Objective", "elbo", "enum", "fit", "iwae", "mvd", "objective", "reinforce", "reparam", "sample"]

@@ -64,6 +64,7 @@ class _Handler:
         self.key, self.overrides, self.discover = key, overrides, discover
         self.records: dict[str, _Record] = {}
         self.specs: dict[str, dict] = {}  # discovery: {site: {path: (estimator, dtype, shape)}}
+        self.count = 0  # vi.sample calls so far: the default name and the key of the next one
 
     def __enter__(self):
         _STACK.append(self)
@@ -90,10 +91,11 @@ def sample(gen_fn: ppl.GenFn, *args, name: str | None = None, estimators: dict |
         raise RuntimeError("vi.sample is only valid inside an @vi.objective program; call the objective's "
                            "estimate or value_and_grad instead of the program itself")
     handler = _STACK[-1]
-    name = f"sample{len(handler.records) + len(handler.specs)}" if name is None else name
-    if name in handler.records or name in handler.specs:
+    name = f"sample{handler.count}" if name is None else name
+    if name in handler.records:
         raise ValueError(f"two vi.sample calls are named {name!r}; give each a distinct name")
-    key = jax.random.fold_in(handler.key, len(handler.records) + len(handler.specs))
+    key = jax.random.fold_in(handler.key, handler.count)
+    handler.count += 1
     spec = _classify(gen_fn, key, args, estimators or {}, name)
     if handler.discover:
         handler.specs[name] = spec
@@ -162,14 +164,11 @@ class Objective(eqx.Module):
                         ".value_and_grad(key, params, *args)")
 
     def _discrete(self, key, params, args) -> tuple[list[_Discrete], list[_Discrete]]:
-        """The enumerated and the mvd addresses, with their candidate values (found by one abstract run)."""
-        handler = _Handler(key, {}, discover=True)
-
-        def run(params, args):
-            with handler:
-                return self.program(params, *args)
-
-        eqx.filter_eval_shape(run, params, args)
+        """The enumerated and the mvd addresses, with their candidate values, found by running the program
+        once in the caller's trace (so candidate values built inside the program are usable; the run's
+        outputs are unused and compiled away)."""
+        with _Handler(key, {}, discover=True) as handler:
+            self.program(params, *args)
         found: dict = {Enum: [], MVD: []}
         for site, spec in handler.specs.items():
             for path, (estimator, dtype, shape) in spec.items():

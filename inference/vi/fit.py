@@ -1,0 +1,143 @@
+"""Fitting: maximise an objective with an optax optimizer, in compiled chunks of steps.
+
+    result = vi.fit(key, objective, params, observations, optimizer=optax.adam(1e-2), steps=2000)
+    result.params, result.values        # the fitted parameters, the objective estimate at every step
+
+Steps run inside `lax.scan`, `chunk` at a time (one compiled program, reused); between
+chunks a tqdm bar shows the objective, a checkpoint can be written, and a non-finite
+objective or gradient stops the fit with an error that names the parameter whose
+gradient blew up (the parameters are left at the last finite step).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from .program import Objective
+
+__all__ = ["FitResult", "fit"]
+
+
+class FitResult(NamedTuple):
+    """What `fit` returns."""
+
+    params: Any
+    """The fitted parameters."""
+    values: jax.Array
+    """The objective's estimate at every step, shape (steps,)."""
+    opt_state: Any
+    """The optimizer's final state."""
+
+
+class _State(NamedTuple):
+    params: Any
+    opt_state: Any
+    baseline: jax.Array
+    """The exponential moving average of the objective (reinforce baseline "ema")."""
+    step: jax.Array
+
+
+@eqx.filter_jit
+def _chunk(objective: Objective, optimizer, state: _State, key, args, steps: jax.Array, cfg):
+    num_samples, baseline, decay = cfg
+
+    def one(state: _State, i):
+        if baseline == "ema":  # bias-corrected, so the first steps are not pulled towards zero
+            b = jnp.where(state.step > 0, state.baseline / (1.0 - decay ** jnp.maximum(state.step, 1)), 0.0)
+        else:
+            b = baseline
+        value, grads = objective.value_and_grad(jax.random.fold_in(key, i), state.params, *args,
+                                                num_samples=num_samples, baseline=b)
+        finite = [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]
+        ok = jnp.isfinite(value) & jnp.all(jnp.stack(finite))
+        updates, opt_state = optimizer.update(jax.tree.map(jnp.negative, grads), state.opt_state, state.params)
+        new = _State(optax.apply_updates(state.params, updates), opt_state,
+                     decay * state.baseline + (1.0 - decay) * value, state.step + 1)
+        new = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, state)  # a bad step changes nothing
+        return new, (value, jnp.stack(finite))
+
+    return jax.lax.scan(one, state, steps)
+
+
+def fit(
+    key: jax.Array,
+    objective: Objective,
+    params: Any,
+    *args,
+    optimizer: optax.GradientTransformation,
+    steps: int,
+    num_samples: int = 1,
+    baseline: Any = None,
+    baseline_decay: float = 0.9,
+    chunk: int = 100,
+    progress_bar: bool = True,
+    checkpoint: str | os.PathLike | None = None,
+) -> FitResult:
+    """Maximise `objective` over `params` by stochastic gradient ascent.
+
+    Args:
+        key: a PRNG key; step i uses `fold_in(key, i)`, so a resumed fit repeats the same steps.
+        objective: a `vi.objective` (e.g. `vi.elbo(model, guide)`).
+        params: a pytree of arrays (an equinox module works).
+        *args: the objective's arguments after the parameters (e.g. the observations).
+        optimizer: an optax optimizer (it minimises the negated objective).
+        steps: optimisation steps in all.
+        num_samples: independent runs of the program per gradient estimate.
+        baseline: the reinforce baseline: None, a number, "loo" (leave-one-out across the
+            `num_samples` runs) or "ema" (moving average of the objective, decay `baseline_decay`).
+        chunk: steps per compiled chunk; the bar, the checks and checkpoints happen between chunks.
+        progress_bar: a tqdm bar showing the objective's mean over the last chunk.
+        checkpoint: a file: the state is saved there after every chunk (equinox serialisation),
+            and a fit started with an existing checkpoint resumes from it.
+
+    Raises:
+        FloatingPointError: the objective or a gradient became non-finite; the message names
+            the first parameter whose gradient did and the step.
+    """
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    if not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be a positive int, got {chunk!r}")
+    cfg = (num_samples, "ema" if baseline == "ema" else baseline, float(baseline_decay))
+    state = _State(params, optimizer.init(params), jnp.zeros(()), jnp.zeros((), jnp.int32))
+    values = np.full(steps, np.nan, np.float32)
+    if checkpoint is not None and os.path.exists(checkpoint):
+        with open(checkpoint, "rb") as f:  # the state, then the values so far
+            state = eqx.tree_deserialise_leaves(f, state)
+            done = np.load(f)
+        values[: len(done)] = done[:steps]
+    names = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    start = int(state.step)
+    with tqdm(total=steps, initial=start, desc="vi.fit", disable=not progress_bar) as bar:
+        while start < steps:
+            stop = min(start + chunk, steps)  # a shorter last chunk compiles once more
+            new_state, (chunk_values, finite) = _chunk(objective, optimizer, state, key, args,
+                                                       jnp.arange(start, stop), cfg)
+            n = stop - start
+            chunk_values, finite = np.asarray(chunk_values), np.asarray(finite)
+            bad = ~np.isfinite(chunk_values) | ~finite.all(axis=1)
+            if bad.any():
+                i = int(np.argmax(bad))
+                leaves = [names[j] for j in np.flatnonzero(~finite[i])] or ["(the objective value)"]
+                raise FloatingPointError(
+                    f"vi.fit stopped at step {start + i}: the objective was {chunk_values[i]} and the gradient of "
+                    f"params{leaves[0]} was not finite; lower the learning rate, bound the guide's scales, or check "
+                    "the model's log density there"
+                )
+            state, values[start:stop] = new_state, chunk_values
+            start = stop
+            if checkpoint is not None:
+                with open(checkpoint, "wb") as f:
+                    eqx.tree_serialise_leaves(f, state)
+                    np.save(f, values[:stop])
+            bar.set_postfix(objective=f"{np.mean(chunk_values):.4g}")
+            bar.update(n)
+    return FitResult(state.params, jnp.asarray(values), state.opt_state)
