@@ -6,7 +6,7 @@
 Steps run inside `lax.scan`, `chunk` at a time (one compiled program, reused); between
 chunks a tqdm bar shows the objective, a checkpoint can be written, and a non-finite
 objective or gradient stops the fit with an error that names the parameter whose
-gradient blew up (the parameters are left at the last finite step).
+gradient blew up (the checkpoint, if any, then holds the last finite step).
 """
 
 from __future__ import annotations
@@ -46,7 +46,9 @@ class _State(NamedTuple):
 
 
 @eqx.filter_jit
-def _chunk(objective: Objective, optimizer, state: _State, key, args, steps: jax.Array, cfg):
+def _chunk(objective: Objective, optimizer, state: _State, key, args, steps: jax.Array, cfg, careful: bool):
+    """Run `steps`. Fast mode returns (values, whether each step was finite); careful mode (rerun after a
+    bad step) also returns per-parameter finiteness and leaves the state at the last finite step."""
     num_samples, baseline, decay = cfg
 
     def one(state: _State, i):
@@ -56,15 +58,23 @@ def _chunk(objective: Objective, optimizer, state: _State, key, args, steps: jax
             b = baseline
         value, grads = objective.value_and_grad(jax.random.fold_in(key, i), state.params, *args,
                                                 num_samples=num_samples, baseline=b)
-        finite = [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]
-        ok = jnp.isfinite(value) & jnp.all(jnp.stack(finite))
         updates, opt_state = optimizer.update(jax.tree.map(jnp.negative, grads), state.opt_state, state.params)
-        new = _State(optax.apply_updates(state.params, updates), opt_state,
-                     decay * state.baseline + (1.0 - decay) * value, state.step + 1)
-        new = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, state)  # a bad step changes nothing
-        return new, (value, jnp.stack(finite))
+        ema = decay * state.baseline + (1.0 - decay) * value if baseline == "ema" else state.baseline
+        new = _State(optax.apply_updates(state.params, updates), opt_state, ema, state.step + 1)
+        if not careful:  # a sum is non-finite when any gradient is: one reduction per step
+            total = sum(jnp.sum(g) for g in jax.tree.leaves(grads))
+            return new, (value, jnp.isfinite(value) & jnp.isfinite(total))
+        finite = jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])
+        ok = jnp.isfinite(value) & jnp.all(finite)
+        return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, state), (value, finite)
 
     return jax.lax.scan(one, state, steps)
+
+
+def _save(path, state: _State, values: np.ndarray) -> None:
+    with open(path, "wb") as f:  # the state, then the values so far
+        eqx.tree_serialise_leaves(f, state)
+        np.save(f, values)
 
 
 def fit(
@@ -100,7 +110,8 @@ def fit(
 
     Raises:
         FloatingPointError: the objective or a gradient became non-finite; the message names
-            the first parameter whose gradient did and the step.
+            the first parameter whose gradient did and the step, and the checkpoint (if any)
+            holds the state of the last finite step.
     """
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
@@ -119,14 +130,15 @@ def fit(
     with tqdm(total=steps, initial=start, desc="vi.fit", disable=not progress_bar) as bar:
         while start < steps:
             stop = min(start + chunk, steps)  # a shorter last chunk compiles once more
-            new_state, (chunk_values, finite) = _chunk(objective, optimizer, state, key, args,
-                                                       jnp.arange(start, stop), cfg)
-            n = stop - start
-            chunk_values, finite = np.asarray(chunk_values), np.asarray(finite)
-            bad = ~np.isfinite(chunk_values) | ~finite.all(axis=1)
-            if bad.any():
-                i = int(np.argmax(bad))
-                leaves = [names[j] for j in np.flatnonzero(~finite[i])] or ["(the objective value)"]
+            index = jnp.arange(start, stop)
+            new_state, (chunk_values, ok) = _chunk(objective, optimizer, state, key, args, index, cfg, False)
+            chunk_values, n = np.asarray(chunk_values), stop - start
+            if not np.asarray(ok).all():  # rerun the chunk carefully: which step, which parameter
+                state, (_, finite) = _chunk(objective, optimizer, state, key, args, index, cfg, True)
+                i = int(np.argmin(np.asarray(ok)))
+                leaves = [names[j] for j in np.flatnonzero(~np.asarray(finite)[i])] or ["(the objective value)"]
+                if checkpoint is not None:
+                    _save(checkpoint, state, values[: start + i])
                 raise FloatingPointError(
                     f"vi.fit stopped at step {start + i}: the objective was {chunk_values[i]} and the gradient of "
                     f"params{leaves[0]} was not finite; lower the learning rate, bound the guide's scales, or check "
@@ -135,9 +147,7 @@ def fit(
             state, values[start:stop] = new_state, chunk_values
             start = stop
             if checkpoint is not None:
-                with open(checkpoint, "wb") as f:
-                    eqx.tree_serialise_leaves(f, state)
-                    np.save(f, values[:stop])
+                _save(checkpoint, state, values[:stop])
             bar.set_postfix(objective=f"{np.mean(chunk_values):.4g}")
             bar.update(n)
     return FitResult(state.params, jnp.asarray(values), state.opt_state)

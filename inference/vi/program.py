@@ -94,7 +94,8 @@ def sample(gen_fn: ppl.GenFn, *args, name: str | None = None, estimators: dict |
     name = f"sample{handler.count}" if name is None else name
     if name in handler.records:
         raise ValueError(f"two vi.sample calls are named {name!r}; give each a distinct name")
-    key = jax.random.fold_in(handler.key, handler.count)
+    # the first site uses the program's key as it is (one hash fewer); later ones fold in their index
+    key = handler.key if handler.count == 0 else jax.random.fold_in(handler.key, handler.count)
     handler.count += 1
     spec = _classify(gen_fn, key, args, estimators or {}, name)
     if handler.discover:
@@ -236,6 +237,8 @@ class Objective(eqx.Module):
         if not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
         enumerated, mvds = self._discrete(key, params, args)
+        if num_samples == 1:  # no split: one hash fewer per step
+            return jax.tree.map(lambda x: x[None], self._raw(key, params, args, enumerated, mvds))
         keys = jax.random.split(key, num_samples)
         return jax.vmap(lambda k: self._raw(k, params, args, enumerated, mvds))(keys)
 
