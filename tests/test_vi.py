@@ -242,3 +242,95 @@ def test_two_discrete_sites_with_default_names(second):
             jax.random.split(jax.random.key(0), 4000)))
         se = grads.std(axis=0) / np.sqrt(4000)
         assert np.all(np.abs(grads.mean(axis=0) - np.asarray(exact_grad["logits"])) < 4 * se + 1e-4)
+
+
+# --- reweighted wake-sleep, hierarchical VI, the SMC bound -----------------------------------------------------
+
+
+@ppl.gen
+def conjugate_with_prior_mean(params, n):
+    mu = dist.Normal(params["prior_mean"], 1.0) @ "mu"
+    dist.Normal(mu, 1.0).expand((n,)) @ "y"
+
+
+def test_reweighted_wake_sleep_learns_the_model_and_the_posterior():
+    """RWS on the conjugate model with a learnt prior mean: the maximum-likelihood prior mean is mean(y)
+    (marginally y ~ N(m 1, I + 1 1ᵀ)), and wake-q fits the exact posterior at that prior."""
+    start = {"prior_mean": jnp.array(0.0), "loc": jnp.array(0.0), "log_scale": jnp.array(0.0)}
+    schedule = optax.exponential_decay(0.05, transition_steps=3000, decay_rate=0.02)
+    res = vi.fit(jax.random.key(1), vi.rws(conjugate_with_prior_mean, mean_field, k=16), start, OBS, N_OBS,
+                 optimizer=optax.adam(schedule), steps=3000, progress_bar=False)
+    m = float(YS.mean())
+    assert abs(float(res.params["prior_mean"]) - m) < 0.05
+    assert abs(float(res.params["loc"]) - (m + float(YS.sum())) * POST_VAR) < 0.05
+    assert abs(float(jnp.exp(res.params["log_scale"])) - np.sqrt(POST_VAR)) < 0.03
+
+
+@ppl.gen
+def hierarchical_guide(params, n):
+    eps = dist.Normal(0.0, 1.0) @ "eps"
+    return dist.Normal(params["loc"] + params["mix"] * eps, jnp.exp(params["log_scale"])) @ "mu"
+
+
+@ppl.gen
+def reverse_model(z, params, n):
+    return dist.Normal(params["r_slope"] * z["mu"], jnp.exp(params["r_log_scale"])) @ "eps"
+
+
+def test_hierarchical_bounds_are_ordered():
+    """HVI <= IWHVI(4) <= IWHVI(16) <= log p(x) on average, for a reverse model that is off."""
+    params = {"loc": jnp.array(0.3), "mix": jnp.array(0.4), "log_scale": jnp.array(-1.0),
+              "r_slope": jnp.array(0.5), "r_log_scale": jnp.array(0.0)}
+    draws = []
+    for k in (0, 4, 16):  # the same keys: the same guide draws, so the differences are paired
+        objective = vi.hvi(conjugate, hierarchical_guide, reverse_model, k=k)
+        draws.append(np.asarray(jax.jit(jax.vmap(lambda key, o=objective: o.estimate(key, params, OBS, N_OBS)))(
+            jax.random.split(jax.random.key(6), 4000)), np.float64))
+    for lo, hi in zip(draws, draws[1:]):
+        gain = hi - lo
+        assert gain.mean() > 3 * gain.std() / np.sqrt(gain.size), (gain.mean(), gain.std())
+    assert draws[-1].mean() + 3 * draws[-1].std() / np.sqrt(4000) < LOG_EVIDENCE, (draws[-1].mean(), LOG_EVIDENCE)
+    _, grads = vi.hvi(conjugate, hierarchical_guide, reverse_model, k=4).value_and_grad(
+        jax.random.key(0), params, OBS, N_OBS)
+    assert all(np.isfinite(np.asarray(g)) for g in jax.tree.leaves(grads))
+
+
+@ppl.gen
+def ar_step(x_prev, is_first):
+    x = dist.Normal(jnp.where(is_first, 0.0, 0.9 * x_prev), 1.0) @ "x"
+    dist.Normal(x, 1.0) @ "y"
+    return x
+
+
+@ppl.gen
+def ar_chain(flags):
+    return ppl.scan(ar_step, in_axes=(0,))(0.0, flags) @ "steps"
+
+
+def test_smc_bound_is_below_the_evidence_and_tightens_with_particles():
+    import oracles
+
+    T = 20
+    flags = jnp.arange(T) == 0
+    _, ys = oracles.lgssm_simulate(np.random.default_rng(0), T, 0.9, 1.0, 1.0, 1.0, 0.0, 1.0)
+    log_z = oracles.kalman_filter(ys, 0.9, 1.0, 1.0, 1.0, 0.0, 1.0)[2]
+    obs = {"steps": {"y": jnp.asarray(ys, jnp.float32)}}
+
+    def proposal(params):
+        @ppl.gen
+        def q(obs_t, x_prev, is_first):  # a learnable shift of the prior towards the observation
+            mean = jnp.where(is_first, 0.0, 0.9 * x_prev)
+            return dist.Normal(mean + params["w"] * (obs_t["y"] - mean), jnp.exp(params["log_s"])) @ "x"
+
+        return q
+
+    params = {"w": jnp.array(0.2), "log_s": jnp.array(0.0)}
+    bounds = []
+    for n in (4, 64):
+        objective = vi.smc_elbo(ar_chain, proposal, n)
+        draws = jax.jit(jax.vmap(lambda k, o=objective: o.estimate(k, params, obs, flags)))(
+            jax.random.split(jax.random.key(7), 500))
+        bounds.append((float(draws.mean()), float(draws.std() / np.sqrt(500))))
+    assert bounds[0][0] + 3 * np.hypot(bounds[0][1], bounds[1][1]) < bounds[1][0] < log_z, (bounds, log_z)
+    _, grads = vi.smc_elbo(ar_chain, proposal, 16).value_and_grad(jax.random.key(0), params, obs, flags)
+    assert all(np.isfinite(np.asarray(g)) for g in jax.tree.leaves(grads))

@@ -8,7 +8,10 @@
 
 from .estimators import enum, mvd, reinforce, reparam
 from .fit import FitResult, fit
-from .objectives import elbo, iwae
-from .program import Objective, objective, sample
+from .objectives import elbo, hvi, iwae, rws, smc_elbo, wake_p, wake_q
+from .program import Objective, objective, random_key, sample
 
-__all__ = ["FitResult", "Objective", "elbo", "enum", "fit", "iwae", "mvd", "objective", "reinforce", "reparam", "sample"]
+__all__ = [
+    "FitResult", "Objective", "elbo", "enum", "fit", "hvi", "iwae", "mvd", "objective", "random_key", "reinforce",
+    "reparam", "rws", "sample", "smc_elbo", "wake_p", "wake_q",
+]

@@ -40,7 +40,7 @@ import ppl
 from ..mcmc.result import flatten
 from .estimators import MVD, Enum, Reinforce, Reparam, candidates
 
-__all__ = ["Objective", "objective", "sample"]
+__all__ = ["Objective", "objective", "random_key", "sample"]
 
 _STACK: list = []  # the handlers of the programs being run, innermost last
 MAX_CONFIGURATIONS = 4096
@@ -126,6 +126,19 @@ def sample(gen_fn: ppl.GenFn, *args, name: str | None = None, estimators: dict |
         {p: jax.lax.stop_gradient(ppl.choicemap.subconstraint(trace.choices, p)) for p in by_kind[MVD]},
     )
     return trace
+
+
+def random_key() -> jax.Array:
+    """A fresh PRNG key inside an objective program, for randomness outside `vi.sample` (e.g. an SMC run).
+
+    Choices drawn with it get no gradient estimator of their own: only pathwise gradients
+    flow through them.
+    """
+    if not _STACK:
+        raise RuntimeError("vi.random_key is only valid inside an @vi.objective program")
+    handler = _STACK[-1]
+    handler.count += 1
+    return jax.random.fold_in(handler.key, handler.count - 1)
 
 
 def _classify(gen_fn, key, args, estimators: dict, site: str) -> dict:
