@@ -81,7 +81,7 @@ def fit(
     key: jax.Array,
     objective: Objective,
     params: Any,
-    *args,
+    *args: Any,
     optimizer: optax.GradientTransformation,
     steps: int,
     num_samples: int = 1,

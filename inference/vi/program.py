@@ -74,7 +74,7 @@ class _Handler:
         _STACK.pop()
 
 
-def sample(gen_fn: ppl.GenFn, *args, name: str | None = None, estimators: dict | None = None) -> ppl.Trace:
+def sample(gen_fn: ppl.GenFn, *args: Any, name: str | None = None, estimators: dict | None = None) -> ppl.Trace:
     """Sample a trace of `gen_fn(*args)` inside an objective program.
 
     Args:
