@@ -47,8 +47,9 @@ class _State(NamedTuple):
 
 @eqx.filter_jit
 def _chunk(objective: Objective, optimizer, state: _State, key, args, steps: jax.Array, cfg, careful: bool):
-    """Run `steps`. Fast mode returns (values, whether each step was finite); careful mode (rerun after a
-    bad step) also returns per-parameter finiteness and leaves the state at the last finite step."""
+    """Run `steps`. Fast mode returns (values, whether each value was finite); careful mode (a rerun after a
+    non-finite value or parameter) returns per-parameter gradient finiteness instead and leaves the state
+    at the last finite step."""
     num_samples, baseline, decay = cfg
 
     def one(state: _State, i):
@@ -61,9 +62,8 @@ def _chunk(objective: Objective, optimizer, state: _State, key, args, steps: jax
         updates, opt_state = optimizer.update(jax.tree.map(jnp.negative, grads), state.opt_state, state.params)
         ema = decay * state.baseline + (1.0 - decay) * value if baseline == "ema" else state.baseline
         new = _State(optax.apply_updates(state.params, updates), opt_state, ema, state.step + 1)
-        if not careful:  # a sum is non-finite when any gradient is: one reduction per step
-            total = sum(jnp.sum(g) for g in jax.tree.leaves(grads))
-            return new, (value, jnp.isfinite(value) & jnp.isfinite(total))
+        if not careful:  # a non-finite gradient makes the parameters non-finite: checked once per chunk
+            return new, (value, jnp.isfinite(value))
         finite = jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])
         ok = jnp.isfinite(value) & jnp.all(finite)
         return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, state), (value, finite)
@@ -133,9 +133,11 @@ def fit(
             index = jnp.arange(start, stop)
             new_state, (chunk_values, ok) = _chunk(objective, optimizer, state, key, args, index, cfg, False)
             chunk_values, n = np.asarray(chunk_values), stop - start
-            if not np.asarray(ok).all():  # rerun the chunk carefully: which step, which parameter
+            params_finite = all(bool(jnp.all(jnp.isfinite(p))) for p in jax.tree.leaves(new_state.params))
+            if not (np.asarray(ok).all() and params_finite):  # rerun the chunk carefully: which step, which parameter
                 state, (_, finite) = _chunk(objective, optimizer, state, key, args, index, cfg, True)
-                i = int(np.argmin(np.asarray(ok)))
+                ok = np.asarray(ok) & np.asarray(finite).all(axis=1)
+                i = int(np.argmin(ok))
                 leaves = [names[j] for j in np.flatnonzero(~np.asarray(finite)[i])] or ["(the objective value)"]
                 if checkpoint is not None:
                     _save(checkpoint, state, values[: start + i])
