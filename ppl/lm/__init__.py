@@ -1,0 +1,1 @@
+"""Language models as generative functions (see ppl/lm/model.py)."""

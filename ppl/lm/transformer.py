@@ -1,0 +1,122 @@
+"""A Llama-family decoder in equinox: RMSNorm, rotary embeddings, grouped-query attention, SwiGLU,
+with a key-value cache.
+
+The layers' weights are stacked (a leading layer axis) and the forward pass scans over them,
+so the compiled program holds one layer, not thirty. The cache holds keys and values at
+slots 0..S-1 of a left-padded batch: sequence b's tokens start at slot `pad[b]`, its
+rotary position at slot s is s - pad[b], and a query at slot q attends to the slots
+pad[b] <= s <= q.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .weights import Config
+
+__all__ = ["Cache", "Transformer"]
+
+_LAYER_NAMES = ("attn_norm", "q", "k", "v", "o", "mlp_norm", "gate", "up", "down")
+_BIASES = ("q_bias", "k_bias", "v_bias")
+
+
+class Cache(NamedTuple):
+    """Keys and values of every layer: (layers, batch, slots, kv_heads, head_dim) each."""
+
+    k: jax.Array
+    v: jax.Array
+
+
+class Transformer(eqx.Module):
+    """The decoder: token ids in, next-token logits out."""
+
+    config: Config = eqx.field(static=True)
+    embed: jax.Array
+    norm: jax.Array
+    output: jax.Array | None
+    layers: dict
+
+    @classmethod
+    def from_weights(cls, config: Config, weights: dict[str, np.ndarray]) -> Transformer:
+        names = _LAYER_NAMES + (_BIASES if config.attention_bias else ())
+        layers = {n: jnp.asarray(np.stack([weights[f"layers.{i}.{n}"] for i in range(config.layers)]))
+                  for n in names}
+        output = None if config.tied_output else jnp.asarray(weights["output"])
+        return cls(config, jnp.asarray(weights["embed"]), jnp.asarray(weights["norm"]), output, layers)
+
+    def empty_cache(self, batch: int, slots: int) -> Cache:
+        c = self.config
+        shape = (c.layers, batch, slots, c.kv_heads, c.head_dim)
+        return Cache(jnp.zeros(shape, self.embed.dtype), jnp.zeros(shape, self.embed.dtype))
+
+    def __call__(self, tokens: jax.Array, start: jax.Array, pad: jax.Array, cache: Cache) -> tuple[jax.Array, Cache]:
+        """Logits (B, T, V) for `tokens` (B, T) written at slots start..start+T-1, and the updated cache."""
+        c = self.config
+        B, T = tokens.shape
+        slots = start + jnp.arange(T)
+        positions = slots[None, :] - pad[:, None]  # (B, T)
+        key_slots = jnp.arange(cache.k.shape[2])
+        mask = (key_slots[None, None, :] <= slots[None, :, None]) & (key_slots[None, None, :] >= pad[:, None, None])
+        cos, sin = _rope_angles(positions, c.head_dim, c.rope_base)
+
+        def layer(x, inputs):
+            w, k_cache, v_cache = inputs
+            h = _rms_norm(x, w["attn_norm"], c.norm_eps)
+            q = _project(h, w["q"], w.get("q_bias")).reshape(B, T, c.heads, c.head_dim)
+            k = _project(h, w["k"], w.get("k_bias")).reshape(B, T, c.kv_heads, c.head_dim)
+            v = _project(h, w["v"], w.get("v_bias")).reshape(B, T, c.kv_heads, c.head_dim)
+            q, k = _rope(q, cos, sin, c.rope_interleaved), _rope(k, cos, sin, c.rope_interleaved)
+            k_cache = jax.lax.dynamic_update_slice(k_cache, k, (0, start, 0, 0))
+            v_cache = jax.lax.dynamic_update_slice(v_cache, v, (0, start, 0, 0))
+            x = x + _project(_attention(q, k_cache, v_cache, mask), w["o"])
+            h = _rms_norm(x, w["mlp_norm"], c.norm_eps)
+            x = x + _project(jax.nn.silu(_project(h, w["gate"])) * _project(h, w["up"]), w["down"])
+            return x, (k_cache, v_cache)
+
+        x = self.embed[tokens]
+        x, (k, v) = jax.lax.scan(layer, x, (self.layers, cache.k, cache.v))
+        x = _rms_norm(x, self.norm, c.norm_eps)
+        logits = x @ (self.embed if self.output is None else self.output).T
+        return logits, Cache(k, v)
+
+
+def _project(x, weight, bias=None):
+    y = x @ weight.T  # weights are laid out (out, in)
+    return y if bias is None else y + bias
+
+
+def _rms_norm(x, weight, eps):
+    return x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + eps) * weight
+
+
+def _rope_angles(positions, head_dim, base):
+    inv_freq = base ** (-jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)  # (hd/2,)
+    angles = positions[..., None].astype(jnp.float32) * inv_freq  # (B, T, hd/2)
+    return jnp.cos(angles)[:, :, None, :], jnp.sin(angles)[:, :, None, :]
+
+
+def _rope(x, cos, sin, interleaved: bool):
+    """Rotate pairs of features by position: (x_{2i}, x_{2i+1}) if interleaved, else (x_i, x_{i+d/2})."""
+    if interleaved:
+        a, b = x[..., 0::2], x[..., 1::2]
+        return jnp.stack([a * cos - b * sin, a * sin + b * cos], axis=-1).reshape(x.shape)
+    half = x.shape[-1] // 2
+    a, b = x[..., :half], x[..., half:]
+    return jnp.concatenate([a * cos - b * sin, a * sin + b * cos], axis=-1)
+
+
+def _attention(q, k, v, mask):
+    """Grouped-query attention of q (B, T, H, d) over the cache k, v (B, S, KV, d) with mask (B, T, S)."""
+    B, T, H, d = q.shape
+    kv = k.shape[2]
+    q = q.reshape(B, T, kv, H // kv, d)
+    scores = jnp.einsum("btkgd,bskd->bkgts", q, k) / jnp.sqrt(jnp.float32(d))
+    scores = jnp.where(mask[:, None, None, :, :], scores, -jnp.inf)
+    probs = jax.nn.softmax(scores, axis=-1)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
+    return out.reshape(B, T, H * d)
