@@ -10,6 +10,7 @@ import pytest
 from scipy import stats
 
 import ppl
+from ppl.lm.model import cache_slots
 from ppl.lm.sampling import Sampler, log_probs, sample
 
 REFERENCE = pathlib.Path(__file__).parent / "data" / "smollm2_reference.npz"
@@ -20,10 +21,11 @@ def lm():
     return ppl.lm.load()
 
 
-def forward(lm, ids, slots=64):
+def forward(lm, ids):
+    """Logits of a whole sequence in one pass from an empty cache."""
     ids = jnp.asarray(ids, jnp.int32)[None]
     m = lm.transformer
-    logits, _ = m(ids, jnp.int32(0), jnp.zeros(1, jnp.int32), m.empty_cache(1, slots))
+    logits, _ = m(ids, jnp.int32(0), jnp.zeros(1, jnp.int32), m.empty_cache(1, cache_slots(ids.shape[1])))
     return np.asarray(logits[0])
 
 
@@ -121,3 +123,79 @@ def test_bad_input_is_named(lm, tmp_path):
         lm.tokenizer.apply_chat_template([{"text": "hi"}])
     with pytest.raises(FileNotFoundError, match="gguf file or a Hugging Face"):
         ppl.lm.load(str(tmp_path / "missing.gguf"))
+
+
+# --- one reasoning step as a generative function -------------------------------------------------------------
+
+QUESTION = [{"role": "user", "content": "Tom has 3 apples and buys 5 more. How many apples does he have?"}]
+
+
+@pytest.fixture(scope="module")
+def stepping(lm):
+    return lm.prompt_state(QUESTION, max_tokens=128), lm.step_fn(budget=24, delimiter="\n", temperature=0.8, top_k=50)
+
+
+def test_step_log_density_equals_an_independent_recomputation(lm, stepping):
+    """The sampled step's score against a full forward pass from scratch (no cache) with the same sampler."""
+    state, step = stepping
+    traces = jax.jit(jax.vmap(lambda k: step.simulate(k, state)))(jax.random.split(jax.random.key(0), 3))
+    prompt = lm.tokenizer.prompt_ids(QUESTION)
+    for i in range(3):
+        tokens = np.asarray(traces.value[i])
+        n = int(traces.retval.length[i]) - len(prompt)
+        assert n >= 1 and np.all(tokens[n:] == lm.eos_id)
+        logits = forward(lm, prompt + tokens[:n].tolist())
+        lp = np.asarray(log_probs(jnp.asarray(logits[len(prompt) - 1:-1]), step.sampler))
+        expected = sum(lp[j, tokens[j]] for j in range(n))
+        assert abs(float(traces.score[i]) - expected) < 1e-3 * max(1.0, abs(expected))
+        # and assess (teacher forcing through the cache) agrees, new state included
+        score, new = step.assess(traces.value[i], state)
+        assert abs(float(score) - float(traces.score[i])) < 1e-3 * max(1.0, abs(expected))
+        assert int(new.length) == int(traces.retval.length[i])
+        np.testing.assert_array_equal(np.asarray(new.tokens), np.asarray(traces.retval.tokens[i]))
+        text = lm.tokenizer.decode(tokens[:n])
+        assert "\n" not in text[:-1] and (text.endswith("\n") or n == step.budget)
+
+
+def test_particles_are_resampled_by_a_gather_inside_jit(lm, stepping):
+    state, step = stepping
+
+    @jax.jit
+    def two_steps(key):
+        k1, k2 = jax.random.split(key)
+        first = jax.vmap(lambda k: step.simulate(k, state))(jax.random.split(k1, 4))
+        ancestors = jnp.array([2, 2, 0, 1])
+        parents = jax.tree.map(lambda x: x[ancestors], first.retval)
+        second = jax.vmap(lambda k, s: step.simulate(k, s))(jax.random.split(k2, 4), parents)
+        return first, second
+
+    first, second = two_steps(jax.random.key(1))
+    for child, parent in enumerate([2, 2, 0, 1]):
+        n = int(first.retval.length[parent])
+        np.testing.assert_array_equal(np.asarray(second.retval.tokens[child, :n]), np.asarray(first.retval.tokens[parent, :n]))
+        assert int(second.retval.length[child]) >= n
+
+
+def test_a_step_is_a_choice_of_a_model(lm, stepping):
+    state, step = stepping
+
+    @ppl.gen
+    def reasoning(state):
+        first = step(state) @ "first"
+        return step(first) @ "second"
+
+    tr = reasoning.simulate(jax.random.key(2), state)
+    score, final = reasoning.assess(tr.choices, state)
+    assert abs(float(score) - float(tr.score)) < 1e-3 * max(1.0, abs(float(tr.score)))
+    assert int(final.length) == int(tr.retval.length)
+    finished = eqx_done(state)
+    dead = step.simulate(jax.random.key(3), finished)
+    assert float(dead.score) == 0.0 and np.all(np.asarray(dead.value) == lm.eos_id)
+    with pytest.raises(ppl.ModelError, match="token ids"):
+        step.assess(jnp.zeros(3, jnp.int32), state)
+
+
+def eqx_done(state):
+    import equinox as eqx
+
+    return eqx.tree_at(lambda s: s.done, state, jnp.ones((), bool))

@@ -6,7 +6,8 @@
 
 from .model import LanguageModel, load
 from .sampling import Sampler
+from .step import LMState, StepFn, StepTrace
 from .tokenizer import Tokenizer
 from .transformer import Cache, Transformer
 
-__all__ = ["Cache", "LanguageModel", "Sampler", "Tokenizer", "Transformer", "load"]
+__all__ = ["Cache", "LMState", "LanguageModel", "Sampler", "StepFn", "StepTrace", "Tokenizer", "Transformer", "load"]

@@ -21,6 +21,7 @@ import numpy as np
 
 from . import weights as weights_io
 from .sampling import Sampler, sample
+from .step import LMState, StepFn, stop_mask
 from .tokenizer import Tokenizer
 from .transformer import Transformer
 
@@ -44,10 +45,42 @@ class LanguageModel:
 
     def __init__(self, transformer: Transformer, tokenizer: Tokenizer):
         self.transformer, self.tokenizer = transformer, tokenizer
+        self._stop_masks: dict = {}
 
     @property
     def eos_id(self) -> int:
         return self.tokenizer.eos_id
+
+    def prompt_state(self, prompt: str | list, max_tokens: int = 512) -> LMState:
+        """The state after reading `prompt` (text or chat messages), with room for `max_tokens` more tokens.
+
+        Prefill runs once; give the state to `jax.vmap`ped steps with `in_axes=None` (or broadcast
+        it) to share it across particles.
+        """
+        ids = jnp.asarray([self.tokenizer.prompt_ids(prompt)], jnp.int32)
+        slots = cache_slots(ids.shape[1] + max_tokens)
+        return _prefill(self.transformer, ids, slots)
+
+    def step_fn(self, budget: int = 32, delimiter: str | None = "\n", temperature: float = 1.0, top_k: int = 0,
+                top_p: float = 1.0) -> StepFn:
+        """The generative function of one reasoning step: up to `budget` tokens, ending after a token whose
+        text contains `delimiter` (None: only at end-of-sequence or the budget), drawn with the given sampler."""
+        if not isinstance(budget, int) or budget < 1:
+            raise ValueError(f"budget must be a positive int, got {budget!r}")
+        key = (delimiter,)
+        if key not in self._stop_masks:
+            self._stop_masks[key] = stop_mask(self.tokenizer, delimiter)
+        return StepFn(self.transformer, self._stop_masks[key], budget, Sampler(temperature, top_k, top_p).check(),
+                      self.eos_id)
+
+    @property
+    def step(self) -> StepFn:
+        """`step_fn()` with its defaults: steps of up to 32 tokens ending at a newline, temperature 1."""
+        return self.step_fn()
+
+    def text(self, state: LMState) -> str:
+        """The text of a state's tokens, prompt included, special tokens skipped."""
+        return self.tokenizer.decode(np.asarray(state.tokens)[: int(state.length)])
 
     def batch(self, prompts: list) -> tuple[jax.Array, jax.Array]:
         """Left-padded token ids (B, P) and the padding per row (B,) of prompts (text or chat messages)."""
@@ -119,6 +152,13 @@ def _generate(model: Transformer, key, tokens, pad, cfg):
              jnp.zeros(B, bool), jnp.zeros(B))
     _, _, _, _, out, _, logp = jax.lax.while_loop(cond, body, state)
     return out, logp
+
+
+@eqx.filter_jit
+def _prefill(model: Transformer, ids, slots: int) -> LMState:
+    logits, cache = model(ids, jnp.int32(0), jnp.zeros(1, jnp.int32), model.empty_cache(1, slots))
+    tokens = jnp.zeros(slots, jnp.int32).at[: ids.shape[1]].set(ids[0])
+    return LMState(tokens, cache, jnp.int32(ids.shape[1]), logits[0, -1], jnp.zeros((), bool))
 
 
 @eqx.filter_jit
