@@ -4,10 +4,14 @@
     lm.generate(key, ["The capital of France is"], max_tokens=16, temperature=0.0)
 """
 
+from .engine import Completion, EngineError, HTTPEngine, JaxEngine
 from .model import LanguageModel, load
 from .sampling import Sampler
 from .step import LMState, StepFn, StepTrace
 from .tokenizer import Tokenizer
 from .transformer import Cache, Transformer
 
-__all__ = ["Cache", "LMState", "LanguageModel", "Sampler", "StepFn", "StepTrace", "Tokenizer", "Transformer", "load"]
+__all__ = [
+    "Cache", "Completion", "EngineError", "HTTPEngine", "JaxEngine", "LMState", "LanguageModel", "Sampler", "StepFn",
+    "StepTrace", "Tokenizer", "Transformer", "load",
+]

@@ -98,13 +98,20 @@ class LanguageModel:
     def generate(self, key: jax.Array, prompts: list, max_tokens: int = 64, temperature: float = 1.0,
                  top_k: int = 0, top_p: float = 1.0) -> list[str]:
         """Sample a completion of each prompt; returns the completions' text (up to end-of-sequence)."""
+        tokens, _ = self.sample_tokens(key, prompts, max_tokens, temperature, top_k, top_p)
+        return [self.tokenizer.decode(_until(row, self.eos_id)) for row in tokens]
+
+    def sample_tokens(self, key: jax.Array, prompts: list, max_tokens: int = 64, temperature: float = 1.0,
+                      top_k: int = 0, top_p: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids (B, max_tokens), end-of-sequence after the end, and each token's log-probability under
+        the model itself (temperature 1, no truncation; 0 after the end), as OpenAI-style servers report it."""
         if not isinstance(max_tokens, int) or max_tokens < 1:
             raise ValueError(f"max_tokens must be a positive int, got {max_tokens!r}")
         sampler = Sampler(temperature, top_k, top_p).check()
         tokens, pad = self.batch(prompts)
         slots = cache_slots(tokens.shape[1] + max_tokens)
-        out, _ = _generate(self.transformer, key, tokens, pad, (slots, max_tokens, sampler, self.eos_id))
-        return [self.tokenizer.decode(_until(row, self.eos_id)) for row in np.asarray(out)]
+        out, logp = _generate(self.transformer, key, tokens, pad, (slots, max_tokens, sampler, self.eos_id))
+        return np.asarray(out), np.asarray(logp)
 
     def logprob(self, prefix: str | list, continuation: str) -> jax.Array:
         """log p(continuation | prefix) under the model (no temperature): the sum over its tokens.
@@ -140,16 +147,17 @@ def _generate(model: Transformer, key, tokens, pad, cfg):
     def body(state):
         i, key, last, cache, out, done, logp = state
         key, k = jax.random.split(key)
-        token, token_logp = sample(k, last, sampler)
+        token, _ = sample(k, last, sampler)
         token = jnp.where(done, eos, token)
         out = out.at[:, i].set(token)
-        logp = logp + jnp.where(done, 0.0, token_logp)
+        model_logp = jnp.take_along_axis(jax.nn.log_softmax(last, axis=-1), token[:, None], axis=-1)[:, 0]
+        logp = logp.at[:, i].set(jnp.where(done, 0.0, model_logp))
         done = done | (token == eos)
         logits, cache = model(token[:, None], P + i, pad, cache)
         return i + 1, key, logits[:, 0], cache, out, done, logp
 
     state = (jnp.int32(0), key, logits[:, -1], cache, jnp.full((B, max_tokens), eos, jnp.int32),
-             jnp.zeros(B, bool), jnp.zeros(B))
+             jnp.zeros(B, bool), jnp.zeros((B, max_tokens)))
     _, _, _, _, out, _, logp = jax.lax.while_loop(cond, body, state)
     return out, logp
 
