@@ -106,6 +106,7 @@ class History(NamedTuple):
     ancestors: jax.Array
     choices: Any
     carries: Any
+    """The carries after each step (None under `return_traces="history"`)."""
     log_weights: jax.Array
 
 
@@ -113,7 +114,9 @@ class SMCResult(eqx.Module):
     """The outcome of `run`/`csmc`."""
 
     traces: ppl.Trace | None
-    """Final particles as the model's traces, batched (None with `return_traces=False`)."""
+    """Final particles as the model's traces, batched (None unless `return_traces=True`)."""
+    carries: Any
+    """Final particles' carries (what the scan's last step returned), batched; always kept."""
     log_weights: jax.Array
     """Final unnormalised log weights, shape (N,)."""
     log_marginal: jax.Array
@@ -168,7 +171,7 @@ class _Config(NamedTuple):
     scheme: str
     threshold: float
     rejuvenation: Kernel | None
-    keep_history: bool
+    keep_history: bool | str
     ancestor_sampling: bool
     mesh: Any
     args: ScanArgs | None = None
@@ -210,8 +213,8 @@ def _reference_weight(cfg: _Config, key, particle: Particles, ref_t, obs_t, t):
     step = cfg.ss.step
     args = cfg.step_args(particle, t)
     tr, log_joint = step.generate(key, ref_t, *args)
-    if cfg.proposal is None:  # bootstrap: q is the step's prior over its latent choices
-        return tr, log_joint - step.project(tr, ~ppl.sel.of(obs_t))
+    if cfg.proposal is None:  # bootstrap: q is the step's prior over its latent choices (project adds factors)
+        return tr, log_joint - (step.project(tr, ~ppl.sel.of(obs_t)) - step.project(tr, ppl.sel.none()))
     log_q, _ = cfg.proposal.assess(latents(ref_t, obs_t), obs_t, *args)
     return tr, log_joint - log_q
 
@@ -278,7 +281,9 @@ def _step(cfg: _Config, observations, reference):
         carry = jax.vmap(lambda tr: cfg.ss.next_carry(tr.retval))(traces)
         particles = _constrain(cfg, particles._replace(carry=carry))
         info = StepInfo(resampling.ess(new_log_w), do_resample, log_z, acceptance)
-        record = History(ancestors, traces.choices, carry, new_log_w) if cfg.keep_history else None
+        # "history" keeps no carries: they can be large (a language model's cache)
+        record = History(ancestors, traces.choices, carry if cfg.keep_history is True else None, new_log_w) \
+            if cfg.keep_history else None
         return (particles, new_log_w, log_z, failed), (info, record)
 
     return body
@@ -361,9 +366,9 @@ def _run_compiled(key, model, args, observations, reference, cfg_static):
     ref_prefix, ref_steps = (None, None) if reference is None else reference
     particles, log_w, log_z, failed, info, history = _run(key, cfg, args, observations, ref_prefix, ref_steps)
     traces = None
-    if cfg.keep_history:
+    if cfg.keep_history is True:
         traces = _constrain(cfg, _final_traces(jax.random.fold_in(key, 1), cfg, model, args, particles, history))
-    return SMCResult(traces, log_w, log_z, info, history if cfg.keep_history else None, failed)
+    return SMCResult(traces, particles.carry, log_w, log_z, info, history if cfg.keep_history else None, failed)
 
 
 def run(
@@ -376,7 +381,7 @@ def run(
     resampling_scheme: str = "systematic",
     ess_threshold: float = 0.5,
     rejuvenation: Kernel | None = None,
-    return_traces: bool = True,
+    return_traces: bool | str = True,
     mesh: jax.sharding.Mesh | None = None,
 ) -> SMCResult:
     """Sequential Monte Carlo over the steps of `model`'s `ppl.scan` (see the module docstring).
@@ -394,10 +399,14 @@ def run(
         rejuvenation: an `inference.mcmc.kernels` kernel applied to each step's trace after extension
             (e.g. `mh_rejuvenation(ppl.sel("x"))` or `kernels.mala(ppl.sel("x"), 0.1)`).
         return_traces: keep the per-step history and return the final particles as traces
-            (False keeps only log Ẑ, weights and step info: a filter that stores nothing per step).
+            (False keeps only log Ẑ, weights, step info and final carries: a filter that stores nothing
+            per step; "history" also keeps each step's choices, ancestors and weights, but no carries
+            and no traces, which is what lineages and budget counts need when carries are large).
         mesh: a one-axis `jax.sharding.Mesh` to shard the particles across devices.
     """
     _check_run_args(n_particles, ess_threshold, resampling_scheme, mesh)
+    if return_traces not in (True, False, "history"):
+        raise ValueError(f"return_traces is True, False or 'history', got {return_traces!r}")
     cfg = (n_particles, proposal, resampling_scheme, float(ess_threshold), rejuvenation, return_traces, False, mesh)
     return _run_compiled(key, model, tuple(args), ppl.choicemap.normalize(observations), None, cfg)
 
@@ -488,8 +497,8 @@ def backward_sample(key: jax.Array, model: ppl.GenFn, args: tuple, result: SMCRe
     stored per-step weighted particles; the prefix (static parameters) must be
     the same for all particles (as under `csmc`, or a model without prefix choices).
     """
-    if result.history is None:
-        raise ValueError("backward_sample needs the per-step history: run smc with return_traces=True")
+    if result.history is None or result.history.carries is None:
+        raise ValueError("backward_sample needs the per-step history with carries: run smc with return_traces=True")
     return _backward_compiled(key, model, tuple(args), result.history, result.traces, n_samples)
 
 

@@ -1,0 +1,140 @@
+"""Accuracy against budget for every method, on SVAMP or GSM8K problems.
+
+    python -m inference.scaling.bench --data ../shared/data/svamp/svamp.json --problems 20 \\
+        --budgets 1,4,16 --methods pf,pgibbs,bon,beam,majority,weighted --json results.json --plot scaling.png
+
+Prints, per method and budget: accuracy with a 95% Wilson interval, mean tokens generated and reward
+calls per problem, and wall seconds per problem (compilation included: the first problem of each
+shape compiles); writes the same records as JSON with --json, and plots accuracy against budget.
+Every method gets the same key per problem and budget, so best-of-N, majority and weighted vote
+choose among the same N trajectories.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from .data import default_data_path, is_correct, load_problems
+from .solve import METHODS, Reasoner
+
+__all__ = ["evaluate", "main", "wilson_interval"]
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a binomial proportion (sound at 0/n and n/n, unlike the normal one)."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def evaluate(reasoner: Reasoner, problems: list, methods: tuple, budgets: tuple, seed: int = 0,
+             progress: bool = True) -> list[dict]:
+    """Records {method, budget, accuracy, ci_low, ci_high, n_problems, tokens, reward_calls, seconds},
+    tokens, reward calls and seconds as means per problem."""
+    tallies = {(m, b): {"correct": 0, "tokens": 0, "reward_calls": 0, "seconds": 0.0} for m in methods for b in budgets}
+    bar = tqdm(total=len(problems) * len(budgets), disable=not progress, desc="problems x budgets")
+    for i, problem in enumerate(problems):
+        for budget in budgets:
+            key = jax.random.fold_in(jax.random.key(seed), i * 1000 + budget)
+            for method, solution in reasoner.solve_all(key, problem.question, methods, budget).items():
+                tally = tallies[(method, budget)]
+                tally["correct"] += is_correct(solution.answer, problem.answer)
+                tally["tokens"] += solution.tokens_generated
+                tally["reward_calls"] += solution.reward_calls
+                tally["seconds"] += solution.seconds
+            bar.update()
+            bar.set_postfix({m: f"{tallies[(m, budgets[-1])]['correct']}" for m in methods})
+    bar.close()
+    n = len(problems)
+    records = []
+    for (method, budget), t in tallies.items():
+        low, high = wilson_interval(t["correct"], n)
+        records.append({"method": method, "budget": budget, "accuracy": t["correct"] / n, "ci_low": low,
+                        "ci_high": high, "n_problems": n, "tokens": t["tokens"] / n,
+                        "reward_calls": t["reward_calls"] / n, "seconds": t["seconds"] / n})
+    return records
+
+
+def table(records: list[dict]) -> str:
+    header = f"{'method':<10}{'budget':>7}{'accuracy':>10}{'95% interval':>16}{'tokens':>9}{'rewards':>9}{'s/problem':>11}"
+    lines = [header, "-" * len(header)]
+    for r in records:
+        lines.append(f"{r['method']:<10}{r['budget']:>7}{r['accuracy']:>10.3f}{'':>3}[{r['ci_low']:.3f}, "
+                     f"{r['ci_high']:.3f}]{r['tokens']:>9.0f}{r['reward_calls']:>9.1f}{r['seconds']:>11.2f}")
+    return "\n".join(lines)
+
+
+def plot(records: list[dict], path: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method in dict.fromkeys(r["method"] for r in records):
+        rs = sorted((r for r in records if r["method"] == method), key=lambda r: r["budget"])
+        x = [r["budget"] for r in rs]
+        y = np.array([r["accuracy"] for r in rs])
+        err = np.array([[a - r["ci_low"] for a, r in zip(y, rs)], [r["ci_high"] - a for a, r in zip(y, rs)]])
+        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=method)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("budget (trajectories sampled)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(prog="python -m inference.scaling.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=None, help="SVAMP (.json) or GSM8K (.jsonl) file; default: SVAMP")
+    parser.add_argument("--problems", type=int, default=10, help="how many problems (from --offset)")
+    parser.add_argument("--offset", type=int, default=0)
+    parser.add_argument("--budgets", default="1,4,16")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--reward", default="verifier", choices=("verifier", "judge"))
+    parser.add_argument("--steps", type=int, default=4, help="reasoning steps T")
+    parser.add_argument("--step-tokens", type=int, default=32, help="tokens per step at most")
+    parser.add_argument("--model", default=None, help="a GGUF file or safetensors directory (default: SmolLM2-135M)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", default=None, help="write the records here")
+    parser.add_argument("--plot", default="scaling.png", help="accuracy against budget (empty: no plot)")
+    opts = parser.parse_args(argv)
+    methods = tuple(m.strip() for m in opts.methods.split(",") if m.strip())
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        parser.error(f"unknown methods {unknown}; choose among {','.join(METHODS)}")
+    budgets = tuple(int(b) for b in opts.budgets.split(","))
+    data = opts.data or default_data_path()
+    problems = load_problems(data, opts.problems, opts.offset)
+
+    import ppl
+
+    reasoner = Reasoner(ppl.lm.load(opts.model), opts.reward, n_steps=opts.steps, step_tokens=opts.step_tokens)
+    records = evaluate(reasoner, problems, methods, budgets, opts.seed)
+    print(f"\n{len(problems)} problems from {data} (offset {opts.offset}), reward: {opts.reward}, "
+          f"{opts.steps} steps of up to {opts.step_tokens} tokens; jax {jax.__version__} on {jax.devices()[0].platform}")
+    print(table(records))
+    if opts.json:
+        with open(opts.json, "w") as f:
+            json.dump(records, f, indent=1)
+    if opts.plot:
+        plot(records, opts.plot, f"{len(problems)} problems, reward: {opts.reward}")
+        print(f"plot: {opts.plot}")
+    return records
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,163 @@
+"""Solving a word problem with the embedded language model and a chosen method and budget.
+
+    reasoner = Reasoner(ppl.lm.load())                       # process verifier, 4 steps of up to 32 tokens
+    result = reasoner.solve(jax.random.key(0), problem.question, method="pf", budget=4)
+    result.answer, result.texts, result.tokens_generated
+
+Methods, each with the budget N (the number of trajectories sampled side by side):
+
+    pf        particle filtering, N particles, resampling at every step; answer by weighted vote
+    pgibbs    particle Gibbs, min(N, 4) particles, N / min(N, 4) sweeps; answer by majority over the sweeps
+    bon       best-of-N: N independent trajectories, the one with the highest reward
+    majority  self-consistency: N independent trajectories, the most frequent answer
+    weighted  N independent trajectories, answers voted with their normalised reward weights
+    beam      step-level beam search with sqrt(N) beams of sqrt(N) children (N a square; else N beams of 1)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from ppl.lm import LanguageModel
+
+from . import methods
+from .data import extract_answer
+from .potentials import LMJudge, ProcessVerifier
+
+__all__ = ["METHODS", "Reasoner", "Solution", "select_answer"]
+
+METHODS = ("pf", "pgibbs", "bon", "majority", "weighted", "beam")
+RULES = ("argmax", "sample", "vote", "majority")
+RULE_OF = {"pf": "vote", "pgibbs": "majority", "bon": "argmax", "majority": "majority", "weighted": "vote",
+           "beam": "argmax"}
+
+INSTRUCTION = ("Solve the problem. Write one short step per line, each calculation as 'a op b = c'. "
+               "End with 'The answer is N.'")
+EXAMPLE = ("Sam had 9 marbles. He gave 4 marbles to Tom. How many marbles does Sam have now?",
+           "Sam gave away 4 of his 9 marbles.\n9 - 4 = 5\nThe answer is 5.")
+
+
+class Solution(NamedTuple):
+    """One method's answer to one problem, with its candidates and cost."""
+
+    answer: float | None
+    answers: list
+    """Each candidate's extracted answer (None where it wrote no number)."""
+    weights: np.ndarray
+    """Normalised selection weights of the candidates."""
+    texts: list[str]
+    tokens_generated: int
+    reward_calls: int
+    seconds: float
+
+
+def select_answer(answers: list, log_weights: np.ndarray, rule: str, rng: np.random.Generator | None = None):
+    """The answer chosen among candidates: "argmax" (highest weight), "sample" (drawn by weight), "vote"
+    (weights summed per answer) or "majority" (count per answer). Candidates without an answer abstain."""
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+    log_weights = np.asarray(log_weights, np.float64)
+    weights = np.exp(log_weights - np.max(log_weights)) if np.isfinite(log_weights).any() else np.ones(len(answers))
+    weights = np.where(np.isfinite(weights), weights, 0.0)
+    if rule == "argmax":
+        return answers[int(np.argmax(log_weights))]
+    if rule == "sample":
+        rng = rng or np.random.default_rng(0)
+        return answers[int(rng.choice(len(answers), p=weights / weights.sum()))]
+    tally: dict = defaultdict(float)
+    for answer, weight in zip(answers, weights if rule == "vote" else np.ones(len(answers))):
+        if answer is not None:
+            tally[answer] += weight
+    return max(tally, key=tally.get) if tally else None
+
+
+class Reasoner:
+    """A language model, a reward, and the shape of its reasoning (steps and their length)."""
+
+    def __init__(self, lm: LanguageModel, reward: str | Any = "verifier", n_steps: int = 4, step_tokens: int = 32,
+                 lm_temperature: float = 0.7, reward_temperature: float = 1.0, log_penalty: float = -3.0):
+        """
+        Args:
+            lm: the language model (`ppl.lm.load()`).
+            reward: "verifier" (the exact arithmetic process verifier, as a per-step emission),
+                "judge" (the model's own yes/no verdict on the prefix, as a twist), or a potential
+                (an equinox module `potential(state_before, state_after) -> log r`, as an emission).
+            n_steps, step_tokens: T steps of at most this many tokens, each ending at a newline.
+            lm_temperature: the language model's sampling temperature (its log densities are exact for it).
+            reward_temperature: τ in r^(1/τ).
+            log_penalty: the verifier's log reward per wrong equation.
+        """
+        self.lm, self.n_steps, self.step_tokens = lm, n_steps, step_tokens
+        self.step = lm.step_fn(budget=step_tokens, delimiter="\n", temperature=lm_temperature)
+        if reward == "verifier":
+            self.potential, self.reward_mode = ProcessVerifier.for_lm(lm, step_tokens, log_penalty), "emission"
+        elif reward == "judge":
+            self.potential, self.reward_mode = LMJudge.from_lm(lm), "twist"
+        elif callable(reward):
+            self.potential, self.reward_mode = reward, "emission"
+        else:
+            raise ValueError(f"reward is 'verifier', 'judge' or a potential module, got {reward!r}")
+        self.reward_temperature = reward_temperature
+
+    def messages(self, question: str) -> list[dict]:
+        """The chat: the instruction and one worked example, then the question."""
+        return [{"role": "user", "content": f"{INSTRUCTION}\n\n{EXAMPLE[0]}"},
+                {"role": "assistant", "content": EXAMPLE[1]},
+                {"role": "user", "content": question}]
+
+    def solve(self, key: jax.Array, question: str, method: str = "pf", budget: int = 4) -> Solution:
+        """Answer `question` with `method` at `budget` (see the module docstring)."""
+        return self.solve_all(key, question, (method,), budget)[method]
+
+    def solve_all(self, key: jax.Array, question: str, methods: tuple = METHODS, budget: int = 4) -> dict:
+        """{method: Solution} at one budget; best-of-N, majority and weighted vote choose among the same
+        N independent trajectories (one run, its cost reported for each)."""
+        unknown = [m for m in methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"methods must be among {METHODS}, got {unknown}")
+        if not isinstance(budget, int) or budget < 1:
+            raise ValueError(f"budget must be a positive int, got {budget!r}")
+        # room for the steps and for a judge's question after them
+        state0 = self.lm.prompt_state(self.messages(question), max_tokens=self.n_steps * self.step_tokens + 32)
+        runs: dict = {}
+        out = {}
+        for method in methods:
+            kind = "is" if method in ("bon", "majority", "weighted") else method
+            if kind not in runs:
+                start = time.perf_counter()
+                candidates = self._run(key, kind, budget, state0)
+                jax.block_until_ready(candidates)
+                runs[kind] = (candidates, time.perf_counter() - start)
+            out[method] = self._solution(key, *runs[kind], RULE_OF[method], int(state0.length))
+        return out
+
+    def _solution(self, key, candidates, seconds: float, rule: str, prompt: int) -> Solution:
+        log_weights = np.asarray(candidates.log_weights)
+        tokens, lengths = np.asarray(candidates.states.tokens), np.asarray(candidates.states.length)
+        texts = [self.lm.tokenizer.decode(row[prompt:n]) for row, n in zip(tokens, lengths)]
+        answers = [extract_answer(text) for text in texts]
+        rng = np.random.default_rng(np.asarray(jax.random.key_data(key)))
+        answer = select_answer(answers, log_weights, rule, rng)
+        finite = np.isfinite(log_weights).any()
+        weights = np.exp(log_weights - np.max(log_weights)) if finite else np.zeros(len(texts))
+        return Solution(answer, answers, weights / max(weights.sum(), 1e-300), texts, int(candidates.tokens_generated),
+                        int(candidates.reward_calls), seconds)
+
+    def _run(self, key, kind: str, budget: int, state0) -> methods.Candidates:
+        common = (key, self.step, self.potential, state0)
+        tilt = dict(temperature=self.reward_temperature, reward=self.reward_mode)
+        if kind == "pf":
+            return methods.particle_filter(*common, budget, self.n_steps, **tilt)
+        if kind == "pgibbs":
+            n = min(budget, 4)
+            return methods.particle_gibbs(*common, n, max(1, budget // n), self.n_steps, **tilt)
+        if kind == "beam":
+            width = math.isqrt(budget) if math.isqrt(budget) ** 2 == budget else budget
+            return methods.beam_search(*common, budget, self.n_steps, width)
+        return methods.importance_sampling(*common, budget, self.n_steps, **tilt)
