@@ -18,6 +18,7 @@ import math
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
@@ -37,22 +38,26 @@ def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float
     return centre - half, centre + half
 
 
-def evaluate(reasoner: Reasoner, problems: list, methods: tuple, budgets: tuple, seed: int = 0,
+def evaluate(reasoner: Reasoner, problems: list, methods: tuple, budgets: tuple, seed: int = 0, batch: int = 1,
              progress: bool = True) -> list[dict]:
     """Records {method, budget, accuracy, ci_low, ci_high, n_problems, tokens, reward_calls, seconds},
-    tokens, reward calls and seconds as means per problem."""
+    tokens, reward calls and seconds as means per problem; `batch` problems run side by side."""
     tallies = {(m, b): {"correct": 0, "tokens": 0, "reward_calls": 0, "seconds": 0.0} for m in methods for b in budgets}
     bar = tqdm(total=len(problems) * len(budgets), disable=not progress, desc="problems x budgets")
-    for i, problem in enumerate(problems):
+    for first in range(0, len(problems), batch):
+        chunk = problems[first:first + batch]
         for budget in budgets:
-            key = jax.random.fold_in(jax.random.key(seed), i * 1000 + budget)
-            for method, solution in reasoner.solve_all(key, problem.question, methods, budget).items():
-                tally = tallies[(method, budget)]
-                tally["correct"] += is_correct(solution.answer, problem.answer)
-                tally["tokens"] += solution.tokens_generated
-                tally["reward_calls"] += solution.reward_calls
-                tally["seconds"] += solution.seconds
-            bar.update()
+            keys = jnp.stack([jax.random.fold_in(jax.random.key(seed), (first + i) * 1000 + budget)
+                              for i in range(len(chunk))])
+            for problem, solutions in zip(chunk, reasoner.solve_batch(keys, [p.question for p in chunk], methods,
+                                                                        budget)):
+                for method, solution in solutions.items():
+                    tally = tallies[(method, budget)]
+                    tally["correct"] += is_correct(solution.answer, problem.answer)
+                    tally["tokens"] += solution.tokens_generated
+                    tally["reward_calls"] += solution.reward_calls
+                    tally["seconds"] += solution.seconds
+            bar.update(len(chunk))
             bar.set_postfix({m: f"{tallies[(m, budgets[-1])]['correct']}" for m in methods})
     bar.close()
     n = len(problems)
@@ -109,6 +114,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--step-tokens", type=int, default=32, help="tokens per step at most")
     parser.add_argument("--model", default=None, help="a GGUF file or safetensors directory (default: SmolLM2-135M)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch", type=int, default=1, help="problems run side by side (vmap); all one shape")
     parser.add_argument("--json", default=None, help="write the records here")
     parser.add_argument("--plot", default="scaling.png", help="accuracy against budget (empty: no plot)")
     opts = parser.parse_args(argv)
@@ -123,7 +129,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     import ppl
 
     reasoner = Reasoner(ppl.lm.load(opts.model), opts.reward, n_steps=opts.steps, step_tokens=opts.step_tokens)
-    records = evaluate(reasoner, problems, methods, budgets, opts.seed)
+    records = evaluate(reasoner, problems, methods, budgets, opts.seed, opts.batch)
     print(f"\n{len(problems)} problems from {data} (offset {opts.offset}), reward: {opts.reward}, "
           f"{opts.steps} steps of up to {opts.step_tokens} tokens; jax {jax.__version__} on {jax.devices()[0].platform}")
     print(table(records))

@@ -16,7 +16,7 @@ reward calls (live particle-steps, each scored once).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import equinox as eqx
 import jax
@@ -43,9 +43,10 @@ class Candidates(eqx.Module):
     """log Ẑ of the reward-tilted target (nan where the method gives none)."""
 
 
-def _step_counts(step_choices: jax.Array, eos: int) -> tuple[jax.Array, jax.Array]:
-    """(tokens generated, live steps) from step token arrays (..., budget) padded with `eos`."""
-    generated = jnp.sum(step_choices != eos, axis=-1)
+def _step_counts(step_choices: Any, eos: int, batch_ndim: int) -> tuple[jax.Array, jax.Array]:
+    """(tokens generated, live steps) from steps' tokens padded with `eos`, after `batch_ndim` batch axes."""
+    steps = jnp.concatenate([x.reshape(x.shape[:batch_ndim] + (-1,)) for x in jax.tree.leaves(step_choices)], -1)
+    generated = jnp.sum(steps != eos, axis=-1)
     return jnp.sum(generated), jnp.sum(generated > 0)
 
 
@@ -58,9 +59,9 @@ def particle_filter(key: jax.Array, step: ppl.GenFn, potential: Any, state0: Any
     `eos` (the end-of-sequence id that pads a step's tokens) enables the token count; default `step.eos`.
     """
     model = reasoning_model(n_steps, float(temperature), reward)
-    result = smc.run(key, model, (step, potential, state0), {}, n_particles, resampling_scheme=resampling_scheme,
+    result = smc.run(key, model, (step, as_module(potential), state0), {}, n_particles, resampling_scheme=resampling_scheme,
                      ess_threshold=ess_threshold, return_traces="history")
-    tokens, calls = _step_counts(result.history.choices["x"], _eos(step, eos))
+    tokens, calls = _step_counts(result.history.choices["x"], _eos(step, eos), 2)
     return Candidates(result.carries.state, result.log_weights, tokens, calls, result.log_marginal)
 
 
@@ -90,7 +91,7 @@ def beam_search(key: jax.Array, step: ppl.GenFn, potential: Any, state0: Any, n_
         scores = scores + jnp.where(live, jax.vmap(potential)(states, new), 0.0)
         best = jax.lax.top_k(scores, beam_width)[1]
         keep = jnp.repeat(best, children)
-        return (jax.tree.map(lambda x: x[keep], new), scores[keep]), _step_counts(traces.choices, eos)
+        return (jax.tree.map(lambda x: x[keep], new), scores[keep]), _step_counts(traces.choices, eos, 1)
 
     (states, scores), (tokens, calls) = jax.lax.scan(one_step, (states, jnp.zeros(n_particles)),
                                                      jax.random.split(key, n_steps))
@@ -112,7 +113,7 @@ def particle_gibbs(key: jax.Array, step: ppl.GenFn, potential: Any, state0: Any,
     new trajectory's step lengths (the kernel keeps no per-particle record).
     """
     model = reasoning_model(n_steps, float(temperature), reward)
-    args = (step, potential, state0)
+    args = (step, as_module(potential), state0)
     kernel = smc.csmc_kernel({}, n_particles, ancestor_sampling=ancestor_sampling)
     eos = _eos(step, eos)
     k_init, k_sweeps = jax.random.split(key)
@@ -120,13 +121,30 @@ def particle_gibbs(key: jax.Array, step: ppl.GenFn, potential: Any, state0: Any,
 
     def sweep(trace, k):
         new, _ = kernel.step(k, kernel.init(trace), model, args)
-        tokens, calls = _step_counts(new.choices["steps"]["x"], eos)
+        tokens, calls = _step_counts(new.choices["steps"]["x"], eos, 1)
         return new, (new.retval.state, (n_particles - 1) * tokens, (n_particles - 1) * calls)
 
-    first = _step_counts(trace.choices["steps"]["x"], eos)
+    first = _step_counts(trace.choices["steps"]["x"], eos, 1)
     _, (states, tokens, calls) = jax.lax.scan(sweep, trace, jax.random.split(k_sweeps, n_sweeps))
     return Candidates(states, jnp.zeros(n_sweeps), first[0] + jnp.sum(tokens), first[1] + jnp.sum(calls),
                       jnp.full((), jnp.nan))
+
+
+class _Function(eqx.Module):
+    fn: Callable = eqx.field(static=True)
+
+    def __call__(self, *args):
+        return self.fn(*args)
+
+
+def as_module(potential) -> eqx.Module:
+    """A potential as a pytree whose leaves are arrays (a plain function becomes a static field), so it can be
+    an argument of the compiled program."""
+    if isinstance(potential, eqx.Module):
+        return potential
+    if not callable(potential):
+        raise TypeError(f"a potential is callable as potential(state_before, state_after); got {type(potential).__name__}")
+    return _Function(potential)
 
 
 def _eos(step, eos):

@@ -22,6 +22,7 @@ from collections import defaultdict
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ppl.lm import LanguageModel
@@ -113,29 +114,41 @@ class Reasoner:
 
     def solve(self, key: jax.Array, question: str, method: str = "pf", budget: int = 4) -> Solution:
         """Answer `question` with `method` at `budget` (see the module docstring)."""
-        return self.solve_all(key, question, (method,), budget)[method]
+        return self.solve_batch(key[None], [question], (method,), budget)[0][method]
 
-    def solve_all(self, key: jax.Array, question: str, methods: tuple = METHODS, budget: int = 4) -> dict:
-        """{method: Solution} at one budget; best-of-N, majority and weighted vote choose among the same
-        N independent trajectories (one run, its cost reported for each)."""
+    def solve_batch(self, keys: jax.Array, questions: list[str], methods: tuple = METHODS, budget: int = 4) -> list:
+        """[{method: Solution}] per question, one key each; the questions run side by side (`jax.vmap`), which
+        fills a wide machine. Best-of-N, majority and weighted vote choose among the same N independent
+        trajectories (one run, its cost reported for each); seconds are the batch's, shared equally."""
         unknown = [m for m in methods if m not in METHODS]
         if unknown:
             raise ValueError(f"methods must be among {METHODS}, got {unknown}")
         if not isinstance(budget, int) or budget < 1:
             raise ValueError(f"budget must be a positive int, got {budget!r}")
-        # room for the steps and for a judge's question after them
-        state0 = self.lm.prompt_state(self.messages(question), max_tokens=self.n_steps * self.step_tokens + 32)
+        states, prompts = self._prompt_states(questions)
         runs: dict = {}
-        out = {}
+        out: list = [{} for _ in questions]
         for method in methods:
             kind = "is" if method in ("bon", "majority", "weighted") else method
             if kind not in runs:
                 start = time.perf_counter()
-                candidates = self._run(key, kind, budget, state0)
+                candidates = jax.vmap(lambda k, s: self._run(k, kind, budget, s))(keys, states)
                 jax.block_until_ready(candidates)
-                runs[kind] = (candidates, time.perf_counter() - start)
-            out[method] = self._solution(key, *runs[kind], RULE_OF[method], int(state0.length))
+                runs[kind] = (candidates, (time.perf_counter() - start) / len(questions))
+            candidates, seconds = runs[kind]
+            for i, prompt in enumerate(prompts):
+                row = jax.tree.map(lambda x: x[i], candidates)
+                out[i][method] = self._solution(keys[i], row, seconds, RULE_OF[method], prompt)
         return out
+
+    def _prompt_states(self, questions: list[str]):
+        """Prefilled states of equal shapes (the cache sized for the longest prompt), stacked; prompt lengths."""
+        ids = [self.lm.tokenizer.prompt_ids(self.messages(q)) for q in questions]
+        longest = max(len(i) for i in ids)
+        room = self.n_steps * self.step_tokens + 32  # the steps, and a judge's question after them
+        states = [self.lm.prompt_state(self.messages(q), max_tokens=longest - len(i) + room)
+                  for q, i in zip(questions, ids)]
+        return jax.tree.map(lambda *x: jnp.stack(x), *states), [len(i) for i in ids]
 
     def _solution(self, key, candidates, seconds: float, rule: str, prompt: int) -> Solution:
         log_weights = np.asarray(candidates.log_weights)

@@ -1,0 +1,186 @@
+"""Inference-time scaling: on a toy language model whose tilted target over trajectories is enumerable,
+particle filtering and importance sampling give unbiased normalising constants and the exact posterior,
+and particle Gibbs samples it; on the real model, the budget account and the verifier's weights are exact."""
+
+import itertools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+import ppl
+from inference import scaling
+from inference.scaling import methods
+from inference.scaling.model import reasoning_model
+from ppl import dist
+
+T = 3
+EOS = 2
+TRANSITIONS = np.array([[0.5, 0.3, 0.2], [0.2, 0.5, 0.3], [0.45, 0.45, 0.1]])  # rows: previous token (start: 2)
+REWARD = np.array([1.0, 0.25, 0.6])  # r of the token a step wrote
+
+
+class ToyState(NamedTuple):
+    last: jax.Array
+    tokens: jax.Array
+    length: jax.Array
+    done: jax.Array
+
+
+def start():
+    return ToyState(jnp.int32(EOS), jnp.full(T, EOS, jnp.int32), jnp.int32(0), jnp.bool_(False))
+
+
+@ppl.gen
+def toy_step(state):
+    logits = jnp.where(state.done, jnp.log(jnp.array([0.0, 0.0, 1.0])), jnp.log(jnp.asarray(TRANSITIONS))[state.last])
+    x = dist.Categorical(logits=logits) @ "x"
+    tokens = jnp.where(state.done, state.tokens, state.tokens.at[state.length].set(x))
+    return ToyState(x, tokens, state.length + (~state.done).astype(jnp.int32), state.done | (x == EOS))
+
+
+def emission(before, after):
+    return jnp.log(jnp.asarray(REWARD))[after.last]
+
+
+def twist(before, after):
+    """A reward of the prefix: the fraction of "a" tokens so far (plus a floor)."""
+    a = jnp.sum((after.tokens == 0) & (jnp.arange(T) < after.length))
+    return jnp.log(0.2 + a / jnp.maximum(after.length, 1))
+
+
+def exact(reward: str, tau: float):
+    """{trajectory: posterior probability} and Z, by enumeration."""
+    table = {}
+    for xs in itertools.product(range(3), repeat=T):
+        p, log_r, prev, done, last_r, tokens = 1.0, 0.0, EOS, False, 0.0, []
+        for x in xs:
+            if done:
+                if x != EOS:
+                    p = 0.0
+                continue
+            p *= TRANSITIONS[prev, x]
+            tokens.append(x)
+            if reward == "emission":
+                log_r += np.log(REWARD[x]) / tau
+            else:
+                last_r = np.log(0.2 + tokens.count(0) / len(tokens))
+            prev, done = x, x == EOS
+        if p > 0:
+            weight = p * np.exp(log_r if reward == "emission" else last_r / tau)
+            table[tuple(tokens + [EOS] * (T - len(tokens)))] = weight
+    z = sum(table.values())
+    return {k: v / z for k, v in table.items()}, z
+
+
+def trajectory_index(tokens):
+    return tuple(int(t) for t in tokens)
+
+
+@pytest.mark.parametrize("reward, potential, tau", [("emission", emission, 0.5), ("twist", twist, 1.0)])
+def test_particle_filter_normalising_constant_is_unbiased(reward, potential, tau):
+    """mean(Ẑ/Z) = 1 within 4 standard errors, for adaptive-free (every step) and no resampling."""
+    _, z = exact(reward, tau)
+    for ess_threshold in (1.0, 0.0):
+        run = jax.jit(jax.vmap(lambda k: methods.particle_filter(
+            k, toy_step, potential, start(), 8, T, temperature=tau, reward=reward, ess_threshold=ess_threshold,
+            eos=EOS).log_marginal))
+        ratio = np.exp(np.asarray(run(jax.random.split(jax.random.key(0), 4000)))) / z
+        assert abs(ratio.mean() - 1) < 4 * ratio.std() / np.sqrt(ratio.size), (ess_threshold, ratio.mean())
+
+
+@pytest.mark.parametrize("reward, potential, tau", [("emission", emission, 0.5), ("twist", twist, 1.0)])
+def test_particle_filter_weights_converge_to_the_exact_posterior(reward, potential, tau):
+    posterior, _ = exact(reward, tau)
+    c = methods.particle_filter(jax.random.key(1), toy_step, potential, start(), 20000, T, temperature=tau,
+                                reward=reward, eos=EOS)
+    w = np.exp(np.asarray(c.log_weights) - np.max(np.asarray(c.log_weights)))
+    w /= w.sum()
+    estimate = {}
+    for tokens, weight in zip(np.asarray(c.states.tokens), w):
+        estimate[trajectory_index(tokens)] = estimate.get(trajectory_index(tokens), 0.0) + weight
+    for trajectory, p in posterior.items():
+        # resampling at every step: the error is a few times the i.i.d. one
+        assert abs(estimate.get(trajectory, 0.0) - p) < 5 * np.sqrt(p * (1 - p) / 20000) + 2e-3, trajectory
+
+
+@pytest.mark.parametrize("reward, potential, tau", [("emission", emission, 0.5), ("twist", twist, 1.0)])
+def test_particle_gibbs_samples_the_exact_posterior(reward, potential, tau):
+    """The last of 8 sweeps (N = 3, ancestor sampling) of 3000 independent chains: chi-square against the
+    enumerated posterior."""
+    posterior, _ = exact(reward, tau)
+    run = jax.jit(jax.vmap(lambda k: methods.particle_gibbs(k, toy_step, potential, start(), 3, 8, T,
+                                                            temperature=tau, reward=reward, eos=EOS).states.tokens[-1]))
+    draws = np.asarray(run(jax.random.split(jax.random.key(2), 3000)))
+    keys = sorted(posterior)
+    counts = np.array([sum(trajectory_index(d) == k for d in draws) for k in keys])
+    expected = np.array([posterior[k] for k in keys]) * len(draws)
+    assert counts.sum() == len(draws)  # every draw is a possible trajectory
+    assert stats.chisquare(counts, expected).pvalue > 1e-3
+
+
+def test_beam_search_keeps_the_best_prefixes():
+    """With one beam of N children and a deterministic best reward, the beam's score is the best sampled."""
+    c = methods.beam_search(jax.random.key(3), toy_step, emission, start(), 6, T, beam_width=2, eos=EOS)
+    scores = np.asarray(c.log_weights)
+    assert scores.shape == (2,) and np.all(scores <= 0)
+    for tokens, score in zip(np.asarray(c.states.tokens), scores):  # a beam's score is its tokens' rewards
+        written = [t for t in tokens[: np.argmax(tokens == EOS) + 1 if EOS in tokens else T]]
+        assert np.isclose(score, np.sum(np.log(REWARD[written])), atol=1e-5)
+    with pytest.raises(ValueError, match="multiple of beam_width"):
+        methods.beam_search(jax.random.key(3), toy_step, emission, start(), 5, T, beam_width=2, eos=EOS)
+
+
+def test_settings_are_checked():
+    with pytest.raises(ValueError, match="reward must be one of"):
+        reasoning_model(3, 1.0, "outcome")
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        reasoning_model(3, 0.0)
+    with pytest.raises(ValueError, match="give eos="):
+        methods.particle_filter(jax.random.key(0), toy_step, emission, start(), 4, T)
+
+
+def test_answer_selection_rules():
+    answers = [3.0, 5.0, 5.0, None]
+    log_w = np.log([0.5, 0.2, 0.2, 0.1])
+    assert scaling.select_answer(answers, log_w, "argmax") == 3.0
+    assert scaling.select_answer(answers, log_w, "majority") == 5.0
+    assert scaling.select_answer(answers, np.log([0.7, 0.1, 0.1, 0.1]), "vote") == 3.0
+    assert scaling.select_answer([None, None], np.zeros(2), "vote") is None
+    with pytest.raises(ValueError, match="rule must be one of"):
+        scaling.select_answer(answers, log_w, "best")
+
+
+@pytest.fixture(scope="module")
+def reasoner():
+    return scaling.Reasoner(ppl.lm.load(), n_steps=3, step_tokens=24)
+
+
+def test_real_model_budget_account_and_verifier_weights(reasoner):
+    """Importance sampling on a SVAMP problem: tokens generated equal the tokens in the texts (end-of-sequence
+    aside), and each trajectory's log weight is log_penalty x its wrong equations, checked on its text."""
+    problem = scaling.load_problems(scaling.default_data_path(), 1, 3)[0]
+    solution = reasoner.solve(jax.random.key(0), problem.question, "weighted", budget=4)
+    tok = reasoner.lm.tokenizer
+    assert solution.tokens_generated == sum(len(tok.encode(text)) for text in solution.texts)
+    assert 0 < solution.reward_calls <= 4 * 3
+    verifier = reasoner.potential.verifier
+    wrong = np.array([verifier.check_text(tok, text)[1] for text in solution.texts], float)
+    expected = np.exp(-3.0 * wrong - np.max(-3.0 * wrong))
+    np.testing.assert_allclose(solution.weights, expected / expected.sum(), rtol=1e-4)
+    assert len(solution.answers) == 4
+
+
+def test_real_model_methods_run_as_compiled_programs(reasoner):
+    """Every method answers a batch of two problems; particle filtering's weights are normalised."""
+    problems = scaling.load_problems(scaling.default_data_path(), 2, 10)
+    keys = jax.random.split(jax.random.key(1), 2)
+    out = reasoner.solve_batch(keys, [p.question for p in problems], scaling.METHODS, budget=4)
+    for solutions in out:
+        assert set(solutions) == set(scaling.METHODS)
+        assert np.isclose(solutions["pf"].weights.sum(), 1.0)
+        assert len(solutions["pgibbs"].texts) == 1 and len(solutions["beam"].texts) == 2
+        assert all(s.tokens_generated > 0 for s in solutions.values())
