@@ -39,9 +39,11 @@ def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float
 
 
 def evaluate(reasoner: Reasoner, problems: list, methods: tuple, budgets: tuple, seed: int = 0, batch: int = 1,
-             progress: bool = True) -> list[dict]:
+             progress: bool = True, json_path: str | None = None) -> list[dict]:
     """Records {method, budget, accuracy, ci_low, ci_high, n_problems, tokens, reward_calls, seconds},
-    tokens, reward calls and seconds as means per problem; `batch` problems run side by side."""
+    tokens, reward calls and seconds as means per problem; `batch` problems run side by side. With
+    `json_path`, the records so far are written there after every batch (a long run that is stopped
+    keeps what it measured)."""
     tallies = {(m, b): {"correct": 0, "tokens": 0, "reward_calls": 0, "seconds": 0.0} for m in methods for b in budgets}
     bar = tqdm(total=len(problems) * len(budgets), disable=not progress, desc="problems x budgets")
     for first in range(0, len(problems), batch):
@@ -59,8 +61,14 @@ def evaluate(reasoner: Reasoner, problems: list, methods: tuple, budgets: tuple,
                     tally["seconds"] += solution.seconds
             bar.update(len(chunk))
             bar.set_postfix({m: f"{tallies[(m, budgets[-1])]['correct']}" for m in methods})
+        if json_path:
+            with open(json_path, "w") as f:
+                json.dump(_records(tallies, first + len(chunk)), f, indent=1)
     bar.close()
-    n = len(problems)
+    return _records(tallies, len(problems))
+
+
+def _records(tallies: dict, n: int) -> list[dict]:
     records = []
     for (method, budget), t in tallies.items():
         low, high = wilson_interval(t["correct"], n)
@@ -129,13 +137,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     import ppl
 
     reasoner = Reasoner(ppl.lm.load(opts.model), opts.reward, n_steps=opts.steps, step_tokens=opts.step_tokens)
-    records = evaluate(reasoner, problems, methods, budgets, opts.seed, opts.batch)
+    records = evaluate(reasoner, problems, methods, budgets, opts.seed, opts.batch, json_path=opts.json)
     print(f"\n{len(problems)} problems from {data} (offset {opts.offset}), reward: {opts.reward}, "
           f"{opts.steps} steps of up to {opts.step_tokens} tokens; jax {jax.__version__} on {jax.devices()[0].platform}")
     print(table(records))
-    if opts.json:
-        with open(opts.json, "w") as f:
-            json.dump(records, f, indent=1)
     if opts.plot:
         plot(records, opts.plot, f"{len(problems)} problems, reward: {opts.reward}")
         print(f"plot: {opts.plot}")
