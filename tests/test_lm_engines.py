@@ -4,8 +4,6 @@ llama.cpp's real OpenAI-compatible server on the same GGUF file), and the in-JAX
 import http.server
 import json
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -13,7 +11,6 @@ import urllib.request
 import pytest
 
 import ppl
-from ppl.lm import weights
 
 ANSWER = {"choices": [{"text": " Paris.", "finish_reason": "stop",
                        "logprobs": {"tokens": [" Paris", "."], "token_logprobs": [-0.25, -0.4]}}]}
@@ -89,34 +86,6 @@ def test_jax_engine_completes_with_model_log_probabilities():
     assert out[0].text == " Paris." and out[0].finish_reason == "stop"
     assert abs(sum(out[0].token_logprobs[:1]) - float(lm.logprob("The capital of France is", " Paris"))) < 1e-3
     assert out[1].finish_reason == "length" and out[1].text.startswith(" 4")
-
-
-@pytest.fixture(scope="module")
-def llama_cpp_server(tmp_path_factory):
-    """llama.cpp's OpenAI-compatible server (llama-cpp-python[server], a test dependency) on the same GGUF."""
-    log_path = tmp_path_factory.mktemp("llama_cpp") / "server.log"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", weights.default_path(), "--host", "127.0.0.1",
-         "--port", str(port), "--n_ctx", "2048", "--logits_all", "true"],
-        stdout=log_path.open("w"), stderr=subprocess.STDOUT)  # a file: a full pipe would block the server
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    try:
-        while True:
-            try:
-                urllib.request.urlopen(url + "/v1/models", timeout=2).read()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("llama_cpp.server did not start: " + log_path.read_text()[-2000:])
-                time.sleep(0.5)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def test_http_engine_against_llama_cpp_server(llama_cpp_server):

@@ -31,7 +31,7 @@ from . import methods
 from .data import extract_answer
 from .potentials import LMJudge, ProcessVerifier
 
-__all__ = ["METHODS", "Reasoner", "Solution", "select_answer"]
+__all__ = ["METHODS", "Reasoner", "Solution", "chat", "select_answer"]
 
 METHODS = ("pf", "pgibbs", "bon", "majority", "weighted", "beam")
 RULES = ("argmax", "sample", "vote", "majority")
@@ -42,6 +42,13 @@ INSTRUCTION = ("Solve the problem. Write one short step per line, each calculati
                "End with 'The answer is N.'")
 EXAMPLE = ("Sam had 9 marbles. He gave 4 marbles to Tom. How many marbles does Sam have now?",
            "Sam gave away 4 of his 9 marbles.\n9 - 4 = 5\nThe answer is 5.")
+
+
+def chat(question: str) -> list[dict]:
+    """The chat for a question: the instruction and one worked example, then the question."""
+    return [{"role": "user", "content": f"{INSTRUCTION}\n\n{EXAMPLE[0]}"},
+            {"role": "assistant", "content": EXAMPLE[1]},
+            {"role": "user", "content": question}]
 
 
 class Solution(NamedTuple):
@@ -107,10 +114,8 @@ class Reasoner:
         self.reward_temperature = reward_temperature
 
     def messages(self, question: str) -> list[dict]:
-        """The chat: the instruction and one worked example, then the question."""
-        return [{"role": "user", "content": f"{INSTRUCTION}\n\n{EXAMPLE[0]}"},
-                {"role": "assistant", "content": EXAMPLE[1]},
-                {"role": "user", "content": question}]
+        """The chat this reasoner sends (`chat(question)`)."""
+        return chat(question)
 
     def solve(self, key: jax.Array, question: str, method: str = "pf", budget: int = 4) -> Solution:
         """Answer `question` with `method` at `budget` (see the module docstring)."""
