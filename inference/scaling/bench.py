@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from .data import default_data_path, is_correct, load_problems
+from .data import EXAMPLE_PROBLEMS, default_data_path, is_correct, load_problems
 from .solve import METHODS, Reasoner
 
 __all__ = ["evaluate", "main", "wilson_interval"]
@@ -131,8 +131,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if unknown:
         parser.error(f"unknown methods {unknown}; choose among {','.join(METHODS)}")
     budgets = tuple(int(b) for b in opts.budgets.split(","))
-    data = opts.data or default_data_path()
-    problems = load_problems(data, opts.problems, opts.offset)
+    try:
+        data = opts.data or default_data_path()
+        problems = load_problems(data, opts.problems, opts.offset)
+    except FileNotFoundError as error:
+        if opts.data:
+            raise
+        data = "the built-in example problems (SVAMP not found)"
+        print(f"{error}\nusing {data}", file=sys.stderr)
+        problems = EXAMPLE_PROBLEMS[opts.offset:opts.offset + opts.problems]
 
     import ppl
 

@@ -80,6 +80,21 @@ def load_problems(path: str, n: int | None = None, offset: int = 0) -> list[Prob
     return problems[offset:] if n is None else problems[offset:offset + n]
 
 
+EXAMPLE_PROBLEMS = [  # written for this project, in SVAMP's style: the demonstration's data when SVAMP is absent
+    Problem("Lena had 12 stickers. She gave 5 stickers to her brother. How many stickers does Lena have now?", 7.0,
+            "example-1"),
+    Problem("A baker made 8 trays of rolls with 6 rolls on each tray. How many rolls did the baker make?", 48.0,
+            "example-2"),
+    Problem("Omar read 23 pages on Monday and 19 pages on Tuesday. How many pages did he read in the two days?",
+            42.0, "example-3"),
+    Problem("There are 36 chairs in a hall, put in 4 equal rows. How many chairs are in each row?", 9.0, "example-4"),
+    Problem("A box holds 50 pencils. 17 pencils were taken out and 9 were put back. How many pencils are in the box?",
+            42.0, "example-5"),
+    Problem("Mia has 7 red balloons and 3 times as many blue balloons. How many blue balloons does she have?", 21.0,
+            "example-6"),
+]
+
+
 def default_data_path() -> str:
     """SVAMP, the default benchmark: one or two operations per problem suit a small model."""
     path = pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "data" / "svamp" / "svamp.json"

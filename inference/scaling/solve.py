@@ -96,7 +96,8 @@ class Reasoner:
             reward: "verifier" (the exact arithmetic process verifier, as a per-step emission),
                 "judge" (the model's own yes/no verdict on the prefix, as a twist), or a potential
                 (an equinox module `potential(state_before, state_after) -> log r`, as an emission).
-            n_steps, step_tokens: T steps of at most this many tokens, each ending at a newline.
+            n_steps: T, the number of reasoning steps.
+            step_tokens: the most tokens in one step (a step ends at a newline).
             lm_temperature: the language model's sampling temperature (its log densities are exact for it).
             reward_temperature: τ in r^(1/τ).
             log_penalty: the verifier's log reward per wrong equation.
