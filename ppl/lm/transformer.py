@@ -97,22 +97,26 @@ class Transformer(eqx.Module):
         mask = causal & ((key_slots[None, None, :] >= pad[:, None, None]) | (key_slots[None, None, :] == slots[None, :, None]))
         cos, sin = _rope_angles(positions, c.head_dim, c.rope_base)
 
-        def layer(x, inputs):
-            w, k_cache, v_cache = inputs
+        def layer(carry, w):
+            # the cache rides in the carry and each layer writes only its new slots: a cache passed as scan
+            # inputs and outputs would be copied whole at every call (every decoded token)
+            x, k_all, v_all, i = carry
             h = _rms_norm(x, w["attn_norm"], c.norm_eps)
             q = _project(h, w["q"], w.get("q_bias")).reshape(B, T, c.heads, c.head_dim)
             k = _project(h, w["k"], w.get("k_bias")).reshape(B, T, c.kv_heads, c.head_dim)
             v = _project(h, w["v"], w.get("v_bias")).reshape(B, T, c.kv_heads, c.head_dim)
             q, k = _rope(q, cos, sin, c.rope_interleaved), _rope(k, cos, sin, c.rope_interleaved)
-            k_cache = jax.lax.dynamic_update_slice(k_cache, k, (0, start, 0, 0))
-            v_cache = jax.lax.dynamic_update_slice(v_cache, v, (0, start, 0, 0))
+            k_all = jax.lax.dynamic_update_slice(k_all, k[None].astype(k_all.dtype), (i, 0, start, 0, 0))
+            v_all = jax.lax.dynamic_update_slice(v_all, v[None].astype(v_all.dtype), (i, 0, start, 0, 0))
+            k_cache = jax.lax.dynamic_index_in_dim(k_all, i, keepdims=False)
+            v_cache = jax.lax.dynamic_index_in_dim(v_all, i, keepdims=False)
             x = x + _project(_attention(q, k_cache, v_cache, mask), w["o"])
             h = _rms_norm(x, w["mlp_norm"], c.norm_eps)
             x = x + _project(jax.nn.silu(_project(h, w["gate"])) * _project(h, w["up"]), w["down"])
-            return x, (k_cache, v_cache)
+            return (x, k_all, v_all, i + 1), None
 
         x = self.embed.rows(tokens) if isinstance(self.embed, Int8) else self.embed[tokens]
-        x, (k, v) = jax.lax.scan(layer, x, (self.layers, cache.k, cache.v))
+        (x, k, v, _), _ = jax.lax.scan(layer, (x, cache.k, cache.v, jnp.int32(0)), self.layers)
         x = _rms_norm(x, self.norm, c.norm_eps)
         logits = _project(x, self.embed if self.output is None else self.output)
         return logits, Cache(k, v)
