@@ -90,6 +90,13 @@ def test_eos_padding_and_jit_vmap_match_per_row(verifier, tokenizer):
     assert tuple(int(n) for n in verifier.check(jnp.asarray(tokenizer.encode("9 * 2 = 18")))) == (1, 0)
 
 
+def test_a_cut_off_text_does_not_count_its_unfinished_equation(verifier, tokenizer):
+    """A step cut at its token budget inside "= 143" must not count "= 14" as a slip."""
+    assert verifier.check_text(tokenizer, "so 11 x 13 = 14", closed=False) == (0, 0)
+    assert verifier.check_text(tokenizer, "so 11 x 13 = 14") == (0, 1)
+    assert verifier.check_text(tokenizer, "2 + 2 = 5 and 11 x 13 = 14", closed=False) == (0, 1)
+
+
 def test_extract_answer():
     assert extract_answer("The answer is 51.") == 51.0
     assert extract_answer("So the answer is $1,000.") == 1000.0

@@ -31,7 +31,9 @@ class ProcessVerifier(eqx.Module):
     """log r = log_penalty × (number of wrong equations "a op b = c" in the step).
 
     A step without equations, or with only correct ones, has r = 1; each arithmetic slip
-    multiplies the step's reward by exp(log_penalty).
+    multiplies the step's reward by exp(log_penalty). A step cut off at its token budget does not
+    count an equation whose result it did not finish; an equation split across two steps is not
+    checked.
     """
 
     verifier: ArithmeticVerifier
@@ -45,7 +47,9 @@ class ProcessVerifier(eqx.Module):
         return cls(ArithmeticVerifier.from_tokenizer(lm.tokenizer), budget, lm.eos_id, log_penalty)
 
     def __call__(self, before: LMState, after: LMState) -> jax.Array:
-        _, wrong = self.verifier.check(step_tokens(before, after, self.budget, self.eos))
+        # a step that filled its budget was cut off: its last number may be incomplete
+        closed = after.length - before.length < self.budget
+        _, wrong = self.verifier.check(step_tokens(before, after, self.budget, self.eos), closed)
         return self.log_penalty * wrong.astype(jnp.float32)
 
 

@@ -77,7 +77,8 @@ class RemoteReasoner:
                 step = out.text + ("\n" if newline else "")
                 texts[i] += step
                 done[i] = out.finish_reason == "stop" and not newline
-                log_w[i] += self.log_penalty * self.verifier.check_text(self.tokenizer, step)[1] / self.reward_temperature
+                wrong = self.verifier.check_text(self.tokenizer, step, closed=out.finish_reason != "length")[1]
+                log_w[i] += self.log_penalty * wrong / self.reward_temperature
                 tokens += len(out.tokens)
             calls += live.size
             if method == "beam":  # keep the best `width` prefixes, each with budget / width children

@@ -188,24 +188,31 @@ class ArithmeticVerifier(eqx.Module):
                          np.int32)
         return cls(jnp.asarray(table[:, 0]), jnp.asarray(table[:, 1]))
 
-    def check(self, tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def check(self, tokens: jax.Array, closed: bool | jax.Array = True) -> tuple[jax.Array, jax.Array]:
         """(n_correct, n_wrong) int32 scalars: the equations "expr = c" in `tokens` (int32, any length,
-        padded with a word-like token such as EOS) whose left side equals / differs from c."""
+        padded with a word-like token such as EOS) whose left side equals / differs from c.
+
+        `closed=False` says the text was cut off (a step that hit its token budget): a number still
+        being read at the end may be incomplete ("= 14" of "= 143"), so its equation is not counted.
+        """
         tokens = jnp.asarray(tokens, jnp.int32)
 
         def step(s, class_value):
             return _step(s, *class_value), None
 
         s, _ = jax.lax.scan(step, _initial(), (self.token_class[tokens], self.token_value[tokens]))
-        s = _step(s, jnp.int32(OTHER), jnp.int32(0))  # the end closes a number still being read
+        ended = _step(s, jnp.int32(OTHER), jnp.int32(0))  # the end closes a number still being read
+        s = jax.tree.map(lambda a, b: jnp.where(closed, a, b), ended, s)
         return s.n_correct, s.n_wrong
 
-    def check_text(self, tokenizer, text: str) -> tuple[int, int]:
+    def check_text(self, tokenizer, text: str, closed: bool = True) -> tuple[int, int]:
         """`check` on the tokens of `text` (for text from HTTP engines, and tests). The tokens are padded
-        with EOS to a multiple of 64 so that texts of similar length share one compilation."""
+        with EOS to a multiple of 64 so that texts of similar length share one compilation; an open
+        text (`closed=False`) gets no padding, which would close it."""
         ids = tokenizer.encode(text)
-        ids = ids + [tokenizer.eos_id] * (-len(ids) % 64)
-        n_correct, n_wrong = _check(self, jnp.asarray(ids, jnp.int32))
+        if closed:
+            ids = ids + [tokenizer.eos_id] * (-len(ids) % 64)
+        n_correct, n_wrong = _check(self, jnp.asarray(ids, jnp.int32), closed)
         return int(n_correct), int(n_wrong)
 
 
