@@ -1,6 +1,7 @@
 """The embedded language model (SmolLM2-135M-Instruct, GGUF): logits against transformers, greedy answers,
 the tokenizer, the KV cache, padding, and the sampler's distribution."""
 
+import json
 import pathlib
 
 import jax
@@ -48,6 +49,17 @@ def test_greedy_answers_are_coherent(lm):
                                           "The capital of Germany is"], max_tokens=16, temperature=0.0)
     assert out[0] == "The capital of France is Paris."
     assert out[1].startswith(" Berlin")
+
+
+def test_generation_stops_at_a_delimiter_per_sequence(lm):
+    prompts = ["1, 2, 3,", "The capital of France is"]
+    out = lm.generate(jax.random.key(0), prompts, max_tokens=12, temperature=0.0, stop=",")
+    assert out[0] == " 4" and "," not in out[1]
+    tokens, _ = lm.sample_tokens(jax.random.key(0), prompts, max_tokens=12, temperature=0.0, stop=",")
+    comma = [i for i, t in enumerate(tokens[0]) if "," in lm.tokenizer.decode([int(t)])]
+    assert comma and np.all(tokens[0, comma[0] + 1:] == lm.eos_id)  # nothing after the delimiter's token
+    with pytest.raises(ValueError, match="stop must be a non-empty string"):
+        lm.generate(jax.random.key(0), prompts, stop="")
 
 
 def test_int8_weights_keep_the_next_token_distribution(lm):
@@ -130,6 +142,47 @@ def test_sampling_frequencies_match_the_stated_distribution(sampler):
 def test_greedy_is_a_point_mass():
     logits = jnp.array([0.1, 2.0, -1.0])
     assert np.asarray(log_probs(logits, Sampler(0.0))).tolist() == [-np.inf, 0.0, -np.inf]
+
+
+def test_a_safetensors_directory_loads_the_same_model(lm, tmp_path):
+    """The GGUF's weights written as a Hugging Face Llama directory (Q and K rows back in rotate-half order,
+    config.json, tokenizer.json and tokenizer_config.json) give the same logits and chat prompt."""
+    from safetensors.numpy import save_file
+
+    from ppl.lm import weights as weights_io
+
+    config, arrays, meta = weights_io.read(weights_io.default_path())
+    c = config
+
+    def rotate_half_rows(w, heads):  # undo llama.cpp's interleaving of each head's rows
+        return w.reshape(heads, c.head_dim // 2, 2, -1).swapaxes(1, 2).reshape(w.shape)
+
+    names = {"attn_norm": "input_layernorm.weight", "q": "self_attn.q_proj.weight", "k": "self_attn.k_proj.weight",
+             "v": "self_attn.v_proj.weight", "o": "self_attn.o_proj.weight",
+             "mlp_norm": "post_attention_layernorm.weight", "gate": "mlp.gate_proj.weight",
+             "up": "mlp.up_proj.weight", "down": "mlp.down_proj.weight"}
+    hf = {"model.embed_tokens.weight": arrays["embed"], "model.norm.weight": arrays["norm"]}
+    for i in range(c.layers):
+        for ours, theirs in names.items():
+            w = arrays[f"layers.{i}.{ours}"]
+            w = rotate_half_rows(w, c.heads) if ours == "q" else rotate_half_rows(w, c.kv_heads) if ours == "k" else w
+            hf[f"model.layers.{i}.{theirs}"] = np.ascontiguousarray(w)
+    save_file(hf, str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text(json.dumps({
+        "model_type": "llama", "vocab_size": c.vocab_size, "hidden_size": c.hidden, "num_hidden_layers": c.layers,
+        "num_attention_heads": c.heads, "num_key_value_heads": c.kv_heads, "intermediate_size": c.ffn,
+        "rope_theta": c.rope_base, "rms_norm_eps": c.norm_eps, "max_position_embeddings": c.context}))
+    lm.tokenizer.backend.save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(
+        {"eos_token": "<|im_end|>", "chat_template": lm.tokenizer.chat_template}))
+
+    theirs = ppl.lm.load(str(tmp_path))
+    chat = [{"role": "user", "content": "What is 2 + 2?"}]
+    assert theirs.tokenizer.prompt_ids(chat) == lm.tokenizer.prompt_ids(chat)
+    assert theirs.eos_id == lm.eos_id
+    ids = lm.tokenizer.prompt_ids(chat)
+    ours, other = forward(lm, ids), forward(theirs, ids)
+    np.testing.assert_allclose(other, ours, atol=1e-4 * np.abs(ours).max(), rtol=0)
 
 
 def test_bad_input_is_named(lm, tmp_path):

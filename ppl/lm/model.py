@@ -73,11 +73,14 @@ class LanguageModel:
         text contains `delimiter` (None: only at end-of-sequence or the budget), drawn with the given sampler."""
         if not isinstance(budget, int) or budget < 1:
             raise ValueError(f"budget must be a positive int, got {budget!r}")
-        key = (delimiter,)
-        if key not in self._stop_masks:
-            self._stop_masks[key] = stop_mask(self.tokenizer, delimiter)
-        return StepFn(self.transformer, self._stop_masks[key], budget, Sampler(temperature, top_k, top_p).check(),
+        return StepFn(self.transformer, self._stop_mask(delimiter), budget, Sampler(temperature, top_k, top_p).check(),
                       self.eos_id)
+
+    def _stop_mask(self, delimiter: str | None) -> jax.Array:
+        """(vocab,) bool, tokens whose text contains `delimiter`; built once per delimiter (a vocabulary scan)."""
+        if delimiter not in self._stop_masks:
+            self._stop_masks[delimiter] = stop_mask(self.tokenizer, delimiter)
+        return self._stop_masks[delimiter]
 
     @property
     def step(self) -> StepFn:
@@ -102,21 +105,30 @@ class LanguageModel:
         return jnp.asarray(tokens), jnp.asarray([width - len(i) for i in ids], jnp.int32)
 
     def generate(self, key: jax.Array, prompts: list, max_tokens: int = 64, temperature: float = 1.0,
-                 top_k: int = 0, top_p: float = 1.0) -> list[str]:
-        """Sample a completion of each prompt; returns the completions' text (up to end-of-sequence)."""
-        tokens, _ = self.sample_tokens(key, prompts, max_tokens, temperature, top_k, top_p)
-        return [self.tokenizer.decode(_until(row, self.eos_id)) for row in tokens]
+                 top_k: int = 0, top_p: float = 1.0, stop: str | None = None) -> list[str]:
+        """Sample a completion of each prompt; returns the completions' text, up to end-of-sequence or,
+        with `stop`, up to (not including) the first occurrence of that string."""
+        tokens, _ = self.sample_tokens(key, prompts, max_tokens, temperature, top_k, top_p, stop)
+        texts = [self.tokenizer.decode(_until(row, self.eos_id)) for row in tokens]
+        return texts if stop is None else [text.split(stop, 1)[0] for text in texts]
 
     def sample_tokens(self, key: jax.Array, prompts: list, max_tokens: int = 64, temperature: float = 1.0,
-                      top_k: int = 0, top_p: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+                      top_k: int = 0, top_p: float = 1.0, stop: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Token ids (B, max_tokens), end-of-sequence after the end, and each token's log-probability under
-        the model itself (temperature 1, no truncation; 0 after the end), as OpenAI-style servers report it."""
+        the model itself (temperature 1, no truncation; 0 after the end), as OpenAI-style servers report it.
+
+        A sequence ends at end-of-sequence, after a token whose text contains `stop`, or at `max_tokens`;
+        decoding stops when every sequence has ended.
+        """
         if not isinstance(max_tokens, int) or max_tokens < 1:
             raise ValueError(f"max_tokens must be a positive int, got {max_tokens!r}")
+        if stop == "":
+            raise ValueError("stop must be a non-empty string or None")
         sampler = Sampler(temperature, top_k, top_p).check()
         tokens, pad = self.batch(prompts)
         slots = cache_slots(tokens.shape[1] + max_tokens)
-        out, logp = _generate(self.transformer, key, tokens, pad, (slots, max_tokens, sampler, self.eos_id))
+        out, logp = _generate(self.transformer, key, tokens, pad, self._stop_mask(stop),
+                              (slots, max_tokens, sampler, self.eos_id))
         return np.asarray(out), np.asarray(logp)
 
     def logprob(self, prefix: str | list, continuation: str) -> jax.Array:
@@ -141,7 +153,7 @@ def _until(row: np.ndarray, eos: int) -> np.ndarray:
 
 
 @eqx.filter_jit
-def _generate(model: Transformer, key, tokens, pad, cfg):
+def _generate(model: Transformer, key, tokens, pad, stops, cfg):
     slots, max_tokens, sampler, eos = cfg
     B, P = tokens.shape
     logits, cache = model(tokens, jnp.int32(0), pad, model.empty_cache(B, slots))
@@ -158,7 +170,7 @@ def _generate(model: Transformer, key, tokens, pad, cfg):
         out = out.at[:, i].set(token)
         model_logp = jnp.take_along_axis(jax.nn.log_softmax(last, axis=-1), token[:, None], axis=-1)[:, 0]
         logp = logp.at[:, i].set(jnp.where(done, 0.0, model_logp))
-        done = done | (token == eos)
+        done = done | (token == eos) | stops[token]
         logits, cache = model(token[:, None], P + i, pad, cache)
         return i + 1, key, logits[:, 0], cache, out, done, logp
 
