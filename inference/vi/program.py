@@ -94,8 +94,8 @@ def sample(gen_fn: ppl.GenFn, *args: Any, name: str | None = None, estimators: d
     name = f"sample{handler.count}" if name is None else name
     if name in handler.records:
         raise ValueError(f"two vi.sample calls are named {name!r}; give each a distinct name")
-    # every site folds in its index: a key used as it is by one site and derived from by another (fold_in(k, 1)
-    # is also the bits of k's draws at counter 1) would make their randomness dependent
+    # every site folds in its index: a key used as it is by one site and derived from by another would make
+    # their randomness dependent (k's random bits at counter 1 are the XOR of fold_in(k, 1)'s two words)
     key = jax.random.fold_in(handler.key, handler.count)
     handler.count += 1
     spec = _classify(gen_fn, key, args, estimators or {}, name)
