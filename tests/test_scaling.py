@@ -184,3 +184,21 @@ def test_real_model_methods_run_as_compiled_programs(reasoner):
         assert np.isclose(solutions["pf"].weights.sum(), 1.0)
         assert len(solutions["pgibbs"].texts) == 1 and len(solutions["beam"].texts) == 2
         assert all(s.tokens_generated > 0 for s in solutions.values())
+
+
+def test_the_judge_reads_its_question_after_the_text_so_far(reasoner):
+    """LMJudge's log r equals log P(" yes") among {" yes", " no"} from one forward pass over prompt, step
+    and question, and leaves the sequence's state as it was."""
+    lm = reasoner.lm
+    judge = scaling.LMJudge.from_lm(lm)
+    state0 = lm.prompt_state("Tom has 3 apples and buys 5 more.", max_tokens=64)
+    after = lm.step_fn(budget=8).simulate(jax.random.key(4), state0).retval
+    log_r = float(judge(state0, after))
+    ids = [int(i) for i in np.asarray(after.tokens[: int(after.length)])] + [int(i) for i in np.asarray(judge.question)]
+    logits, _ = lm.transformer(jnp.asarray([ids], jnp.int32), jnp.int32(0), jnp.zeros(1, jnp.int32),
+                               lm.transformer.empty_cache(1, 128))
+    pair = jax.nn.log_softmax(logits[0, -1, jnp.array([judge.yes, judge.no])])
+    assert abs(log_r - float(pair[0])) < 1e-3
+    assert log_r < 0
+    with pytest.raises(ValueError, match="must be one token each"):
+        scaling.LMJudge.from_lm(lm, yes=" definitely yes")

@@ -31,5 +31,22 @@ def test_particle_filter_and_beam_search_run_over_http(remote):
     assert len(pf.texts) == 4 and np.isclose(pf.weights.sum(), 1.0)
     beam = remote.solve(1, problem.question, "beam", budget=4)
     assert len(beam.texts) == 2  # sqrt(4) beams
-    with pytest.raises(ValueError, match="particle Gibbs needs teacher-forced scoring"):
-        remote.solve(0, problem.question, "pgibbs", budget=4)
+    with pytest.raises(ValueError, match="method must be one of"):
+        remote.solve(0, problem.question, "sampling", budget=4)
+
+
+def test_particle_gibbs_over_http_keeps_a_weighted_lineage(llama_cpp_server, remote):
+    """Two CSMC sweeps of 4 particles with a plug-in reward (a Python callable): each sweep's trajectory is a
+    candidate with equal weight, and every scored step, the reference's included, went through the reward."""
+    problem = scaling.load_problems(scaling.default_data_path(), 1, 4)[0]
+    seen = []
+
+    def reward(text_so_far, step, complete):
+        seen.append((text_so_far, step, complete))
+        return -5.0 * ("answer" in step)
+
+    custom = RemoteReasoner(remote.engine, remote.tokenizer, reward=reward, n_steps=2, step_tokens=16)
+    solution = custom.solve(2, problem.question, "pgibbs", budget=8)  # 4 particles, 2 sweeps
+    assert len(solution.texts) == 2 and np.allclose(solution.weights, 0.5)
+    assert all(text for text in solution.texts)
+    assert len(seen) == solution.reward_calls and solution.reward_calls <= 2 + 2 * 2 * 4

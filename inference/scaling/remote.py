@@ -4,14 +4,17 @@
     reasoner.solve(seed=0, question=problem.question, method="pf", budget=8)
 
 For models too large for the compiled program: each step is one batch of concurrent
-`/v1/completions` requests (one per live particle, stopping at a newline), scored by the
-same arithmetic verifier on the step's text, then weighted, resampled (`inference.resampling`)
-or pruned exactly as the in-JAX methods do, on the host. The tokenizer only renders the chat
-template and feeds the verifier, so it should be the served model's.
+`/v1/completions` requests (one per live particle, stopping at a newline), scored by a reward
+on the step's text, then weighted, resampled (`inference.resampling`) or pruned exactly as the
+in-JAX methods do, on the host. The reward is the arithmetic verifier by default, or any
+Python callable `reward(text_so_far, step, complete) -> log r` (a process reward model behind
+its own endpoint, say). The tokenizer renders the chat template and feeds the verifier, so it
+should be the served model's.
 
-Particle filtering, importance sampling (best-of-N, majority, weighted vote) and beam search
-run here; particle Gibbs does not, since it must score a fixed reference step under the
-model (teacher forcing), which the completions API does not offer in general.
+Particle Gibbs runs as conditional SMC with the bootstrap proposal, where the reference's
+weight is its reward alone; ancestor sampling is not offered here, since it must score the
+reference's next step under every particle's prefix (teacher forcing), which the completions
+API does not offer in general.
 
 A step ends at a newline, at the token budget, or at end-of-sequence: the server reports
 "stop" for both a stop string and end-of-sequence, and llama.cpp's server returns the stop
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Callable
 
 import jax
 import numpy as np
@@ -31,63 +35,130 @@ from inference import resampling
 from ppl.lm import HTTPEngine, Tokenizer
 
 from .data import extract_answer
-from .solve import RULE_OF, Solution, chat, select_answer
+from .solve import METHODS, RULE_OF, Solution, chat, select_answer
 from .verifier import ArithmeticVerifier
 
 __all__ = ["RemoteReasoner"]
 
-REMOTE_METHODS = ("pf", "bon", "majority", "weighted", "beam")
+
+class _Particles:
+    """Host-side particles: each one's steps so far, whether it ended, its log weight."""
+
+    def __init__(self, n: int):
+        self.steps: list[list[str]] = [[] for _ in range(n)]
+        self.complete: list[list[bool]] = [[] for _ in range(n)]
+        """Per step: whether it ended at a newline or end-of-sequence (not cut off by the token budget)."""
+        self.done = np.zeros(n, bool)
+        self.log_w = np.zeros(n)
+
+    def take(self, index) -> None:
+        self.steps = [list(self.steps[i]) for i in index]
+        self.complete = [list(self.complete[i]) for i in index]
+        self.done, self.log_w = self.done[index], self.log_w[index]
+
+    def texts(self) -> list[str]:
+        return ["".join(s) for s in self.steps]
 
 
 class RemoteReasoner:
     """Reasoning with a served model; the settings mean what they mean for `Reasoner`."""
 
-    def __init__(self, engine: HTTPEngine, tokenizer: Tokenizer, n_steps: int = 4, step_tokens: int = 32,
-                 lm_temperature: float = 0.7, reward_temperature: float = 1.0, log_penalty: float = -3.0):
+    def __init__(self, engine: HTTPEngine, tokenizer: Tokenizer, reward: Callable[[str, str, bool], float] | None = None,
+                 n_steps: int = 4, step_tokens: int = 32, lm_temperature: float = 0.7, reward_temperature: float = 1.0,
+                 log_penalty: float = -3.0):
         self.engine, self.tokenizer = engine, tokenizer
         self.verifier = ArithmeticVerifier.from_tokenizer(tokenizer)
+        self.reward = reward or self._verified
         self.n_steps, self.step_tokens, self.lm_temperature = n_steps, step_tokens, lm_temperature
         self.reward_temperature, self.log_penalty = reward_temperature, log_penalty
 
+    def _verified(self, text_so_far: str, step: str, complete: bool) -> float:
+        """The default reward: log_penalty per wrong equation of the step (an unfinished last one not counted)."""
+        return self.log_penalty * self.verifier.check_text(self.tokenizer, step, closed=complete)[1]
+
     def solve(self, seed: int, question: str, method: str = "pf", budget: int = 4) -> Solution:
         """Answer `question` with `method` at `budget`, one batch of requests per step."""
-        if method not in REMOTE_METHODS:
-            raise ValueError(f"over an HTTP engine, method must be one of {REMOTE_METHODS}, got {method!r} "
-                             "(particle Gibbs needs teacher-forced scoring, which the completions API lacks)")
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if not isinstance(budget, int) or budget < 1:
             raise ValueError(f"budget must be a positive int, got {budget!r}")
         start = time.perf_counter()
-        prompt = self.tokenizer.apply_chat_template(chat(question))
+        self._prompt, self._seed, self._tokens, self._calls = self.tokenizer.apply_chat_template(chat(question)), seed, 0, 0
         key = jax.random.key(seed)
-        width = math.isqrt(budget) if method == "beam" and math.isqrt(budget) ** 2 == budget else budget
-        texts, done = [""] * budget, np.zeros(budget, bool)
-        log_w, tokens, calls = np.zeros(budget), 0, 0
+        if method == "pgibbs":
+            n = min(budget, 4)
+            texts = self._particle_gibbs(key, n, max(1, budget // n))
+            log_w = np.zeros(len(texts))
+        else:
+            texts, log_w = self._filter(key, method, budget)
+        answers = [extract_answer(text) for text in texts]
+        answer = select_answer(answers, log_w, RULE_OF[method], np.random.default_rng(seed))
+        weights = np.exp(log_w - log_w.max())
+        return Solution(answer, answers, weights / weights.sum(), texts, self._tokens, self._calls,
+                        time.perf_counter() - start)
+
+    def _filter(self, key, method: str, n: int) -> tuple[list[str], np.ndarray]:
+        """Particle filtering, importance sampling or beam search; the candidates and their log weights."""
+        width = math.isqrt(n) if method == "beam" and math.isqrt(n) ** 2 == n else n
+        p = _Particles(n)
         for t in range(self.n_steps):
             key, k_res = jax.random.split(key)
             if method == "pf" and t > 0:
-                keep = np.asarray(resampling.systematic(k_res, log_w, budget))
-                texts, done, log_w = [texts[i] for i in keep], done[keep], np.zeros(budget)
-            live = np.flatnonzero(~done)
-            if live.size == 0:
+                p.take(np.asarray(resampling.systematic(k_res, p.log_w, n)))
+                p.log_w = np.zeros(n)
+            if not self._extend(p, np.flatnonzero(~p.done), t):
                 break
-            outs = self.engine.complete([prompt + texts[i] for i in live], max_tokens=self.step_tokens,
-                                        temperature=self.lm_temperature, stop=["\n"], seed=seed * 1000 + t * budget)
-            for i, out in zip(live, outs):
-                newline = any("\n" in piece for piece in out.tokens)
-                step = out.text + ("\n" if newline else "")
-                texts[i] += step
-                done[i] = out.finish_reason == "stop" and not newline
-                wrong = self.verifier.check_text(self.tokenizer, step, closed=out.finish_reason != "length")[1]
-                log_w[i] += self.log_penalty * wrong / self.reward_temperature
-                tokens += len(out.tokens)
-            calls += live.size
-            if method == "beam":  # keep the best `width` prefixes, each with budget / width children
-                best = np.repeat(np.argsort(-log_w, kind="stable")[:width], budget // width)
-                texts, done, log_w = [texts[i] for i in best], done[best], log_w[best]
+            if method == "beam":  # keep the best `width` prefixes, each with n / width children
+                p.take(np.repeat(np.argsort(-p.log_w, kind="stable")[:width], n // width))
         if method == "beam":
-            texts, log_w = texts[:: budget // width], log_w[:: budget // width]
-        answers = [extract_answer(text) for text in texts]
-        rule = RULE_OF[method]
-        answer = select_answer(answers, log_w, rule, np.random.default_rng(seed))
-        weights = np.exp(log_w - log_w.max())
-        return Solution(answer, answers, weights / weights.sum(), texts, tokens, calls, time.perf_counter() - start)
+            p.take(np.arange(0, n, n // width))
+        return p.texts(), p.log_w
+
+    def _particle_gibbs(self, key, n: int, sweeps: int) -> list[str]:
+        """Conditional SMC sweeps (bootstrap, multinomial, no ancestor sampling) from one first trajectory;
+        each sweep's drawn trajectory is a candidate."""
+        first = _Particles(1)
+        for t in range(self.n_steps):
+            if not self._extend(first, np.flatnonzero(~first.done), t):
+                break
+        reference, complete, samples = first.steps[0], first.complete[0], []
+        for _ in range(sweeps):
+            p = _Particles(n)
+            for t in range(self.n_steps):
+                key, k_res = jax.random.split(key)
+                if t > 0:  # slot 0 follows the reference; the others are drawn i.i.d. by weight
+                    p.take(np.concatenate([[0], np.asarray(resampling.categorical(k_res, p.log_w, n - 1))]))
+                    p.log_w = np.zeros(n)
+                if t < len(reference):  # the reference's step, weighted as if it had just been drawn
+                    p.log_w[0] += self.reward(p.texts()[0], reference[t], complete[t]) / self.reward_temperature
+                    p.steps[0].append(reference[t])
+                    p.complete[0].append(complete[t])
+                    self._calls += 1
+                p.done[0] = t + 1 >= len(reference)
+                if not self._extend(p, np.flatnonzero(~p.done[1:]) + 1, t) and t + 1 >= len(reference):
+                    break
+            key, k_pick = jax.random.split(key)
+            b = int(resampling.categorical(k_pick, p.log_w, 1)[0])
+            reference, complete = p.steps[b], p.complete[b]
+            samples.append("".join(reference))
+        return samples
+
+    def _extend(self, p: _Particles, live: np.ndarray, t: int) -> bool:
+        """One step for the particles `live`: one batch of requests, then their rewards. False if none is live."""
+        if live.size == 0:
+            return False
+        texts = p.texts()
+        outs = self.engine.complete([self._prompt + texts[i] for i in live], max_tokens=self.step_tokens,
+                                    temperature=self.lm_temperature, stop=["\n"],
+                                    seed=self._seed * 100_000 + self._calls)
+        for i, out in zip(live, outs):
+            newline = any("\n" in piece for piece in out.tokens)
+            step = out.text + ("\n" if newline else "")
+            complete = out.finish_reason != "length"
+            p.log_w[i] += self.reward(texts[i], step, complete) / self.reward_temperature
+            p.steps[i].append(step)
+            p.complete[i].append(complete)
+            p.done[i] = out.finish_reason == "stop" and not newline
+            self._tokens += len(out.tokens)
+        self._calls += live.size
+        return True
