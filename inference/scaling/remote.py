@@ -35,7 +35,7 @@ from inference import resampling
 from ppl.lm import HTTPEngine, Tokenizer
 
 from .data import extract_answer
-from .solve import METHODS, RULE_OF, Solution, chat, select_answer
+from .solve import METHODS, RULE_OF, Solution, chat, normalized, select_answer
 from .verifier import ArithmeticVerifier
 
 __all__ = ["RemoteReasoner"]
@@ -58,6 +58,13 @@ class _Particles:
 
     def texts(self) -> list[str]:
         return ["".join(s) for s in self.steps]
+
+
+class _Run:
+    """One `solve`: the prompt, the seed of its requests, and what it has cost so far."""
+
+    def __init__(self, prompt: str, seed: int):
+        self.prompt, self.seed, self.tokens, self.calls = prompt, seed, 0, 0
 
 
 class RemoteReasoner:
@@ -83,21 +90,19 @@ class RemoteReasoner:
         if not isinstance(budget, int) or budget < 1:
             raise ValueError(f"budget must be a positive int, got {budget!r}")
         start = time.perf_counter()
-        self._prompt, self._seed, self._tokens, self._calls = self.tokenizer.apply_chat_template(chat(question)), seed, 0, 0
+        run = _Run(self.tokenizer.apply_chat_template(chat(question)), seed)
         key = jax.random.key(seed)
         if method == "pgibbs":
             n = min(budget, 4)
-            texts = self._particle_gibbs(key, n, max(1, budget // n))
+            texts = self._particle_gibbs(run, key, n, max(1, budget // n))
             log_w = np.zeros(len(texts))
         else:
-            texts, log_w = self._filter(key, method, budget)
+            texts, log_w = self._filter(run, key, method, budget)
         answers = [extract_answer(text) for text in texts]
         answer = select_answer(answers, log_w, RULE_OF[method], np.random.default_rng(seed))
-        weights = np.exp(log_w - log_w.max())
-        return Solution(answer, answers, weights / weights.sum(), texts, self._tokens, self._calls,
-                        time.perf_counter() - start)
+        return Solution(answer, answers, normalized(log_w), texts, run.tokens, run.calls, time.perf_counter() - start)
 
-    def _filter(self, key, method: str, n: int) -> tuple[list[str], np.ndarray]:
+    def _filter(self, run: _Run, key, method: str, n: int) -> tuple[list[str], np.ndarray]:
         """Particle filtering, importance sampling or beam search; the candidates and their log weights."""
         width = math.isqrt(n) if method == "beam" and math.isqrt(n) ** 2 == n else n
         p = _Particles(n)
@@ -106,7 +111,7 @@ class RemoteReasoner:
             if method == "pf" and t > 0:
                 p.take(np.asarray(resampling.systematic(k_res, p.log_w, n)))
                 p.log_w = np.zeros(n)
-            if not self._extend(p, np.flatnonzero(~p.done), t):
+            if not self._extend(run, p, np.flatnonzero(~p.done)):
                 break
             if method == "beam":  # keep the best `width` prefixes, each with n / width children
                 p.take(np.repeat(np.argsort(-p.log_w, kind="stable")[:width], n // width))
@@ -114,12 +119,12 @@ class RemoteReasoner:
             p.take(np.arange(0, n, n // width))
         return p.texts(), p.log_w
 
-    def _particle_gibbs(self, key, n: int, sweeps: int) -> list[str]:
+    def _particle_gibbs(self, run: _Run, key, n: int, sweeps: int) -> list[str]:
         """Conditional SMC sweeps (bootstrap, multinomial, no ancestor sampling) from one first trajectory;
         each sweep's drawn trajectory is a candidate."""
         first = _Particles(1)
         for t in range(self.n_steps):
-            if not self._extend(first, np.flatnonzero(~first.done), t):
+            if not self._extend(run, first, np.flatnonzero(~first.done)):
                 break
         reference, complete, samples = first.steps[0], first.complete[0], []
         for _ in range(sweeps):
@@ -133,9 +138,9 @@ class RemoteReasoner:
                     p.log_w[0] += self.reward(p.texts()[0], reference[t], complete[t]) / self.reward_temperature
                     p.steps[0].append(reference[t])
                     p.complete[0].append(complete[t])
-                    self._calls += 1
+                    run.calls += 1
                 p.done[0] = t + 1 >= len(reference)
-                if not self._extend(p, np.flatnonzero(~p.done[1:]) + 1, t) and t + 1 >= len(reference):
+                if not self._extend(run, p, np.flatnonzero(~p.done[1:]) + 1) and t + 1 >= len(reference):
                     break
             key, k_pick = jax.random.split(key)
             b = int(resampling.categorical(k_pick, p.log_w, 1)[0])
@@ -143,14 +148,13 @@ class RemoteReasoner:
             samples.append("".join(reference))
         return samples
 
-    def _extend(self, p: _Particles, live: np.ndarray, t: int) -> bool:
+    def _extend(self, run: _Run, p: _Particles, live: np.ndarray) -> bool:
         """One step for the particles `live`: one batch of requests, then their rewards. False if none is live."""
         if live.size == 0:
             return False
         texts = p.texts()
-        outs = self.engine.complete([self._prompt + texts[i] for i in live], max_tokens=self.step_tokens,
-                                    temperature=self.lm_temperature, stop=["\n"],
-                                    seed=self._seed * 100_000 + self._calls)
+        outs = self.engine.complete([run.prompt + texts[i] for i in live], max_tokens=self.step_tokens,
+                                    temperature=self.lm_temperature, stop=["\n"], seed=run.seed * 100_000 + run.calls)
         for i, out in zip(live, outs):
             newline = any("\n" in piece for piece in out.tokens)
             step = out.text + ("\n" if newline else "")
@@ -159,6 +163,6 @@ class RemoteReasoner:
             p.steps[i].append(step)
             p.complete[i].append(complete)
             p.done[i] = out.finish_reason == "stop" and not newline
-            self._tokens += len(out.tokens)
-        self._calls += live.size
+            run.tokens += len(out.tokens)
+        run.calls += live.size
         return True

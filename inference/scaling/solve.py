@@ -31,7 +31,7 @@ from . import methods
 from .data import extract_answer
 from .potentials import LMJudge, ProcessVerifier
 
-__all__ = ["METHODS", "Reasoner", "Solution", "chat", "select_answer"]
+__all__ = ["METHODS", "Reasoner", "Solution", "chat", "normalized", "select_answer"]
 
 METHODS = ("pf", "pgibbs", "bon", "majority", "weighted", "beam")
 RULES = ("argmax", "sample", "vote", "majority")
@@ -65,19 +65,28 @@ class Solution(NamedTuple):
     seconds: float
 
 
+def normalized(log_weights) -> np.ndarray:
+    """Weights summing to one, in float64; all zeros when every weight is zero."""
+    log_weights = np.asarray(log_weights, np.float64)
+    if not np.isfinite(log_weights).any():
+        return np.zeros(len(log_weights))
+    weights = np.exp(log_weights - np.max(log_weights))
+    return weights / weights.sum()
+
+
 def select_answer(answers: list, log_weights: np.ndarray, rule: str, rng: np.random.Generator | None = None):
     """The answer chosen among candidates: "argmax" (highest weight), "sample" (drawn by weight), "vote"
     (weights summed per answer) or "majority" (count per answer). Candidates without an answer abstain."""
     if rule not in RULES:
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
-    log_weights = np.asarray(log_weights, np.float64)
-    weights = np.exp(log_weights - np.max(log_weights)) if np.isfinite(log_weights).any() else np.ones(len(answers))
-    weights = np.where(np.isfinite(weights), weights, 0.0)
+    weights = normalized(log_weights)
+    if not weights.any():  # every candidate impossible: they count equally
+        weights = np.full(len(answers), 1.0 / len(answers))
     if rule == "argmax":
         return answers[int(np.argmax(log_weights))]
     if rule == "sample":
         rng = rng or np.random.default_rng(0)
-        return answers[int(rng.choice(len(answers), p=weights / weights.sum()))]
+        return answers[int(rng.choice(len(answers), p=weights))]
     tally: dict = defaultdict(float)
     for answer, weight in zip(answers, weights if rule == "vote" else np.ones(len(answers))):
         if answer is not None:
@@ -163,9 +172,7 @@ class Reasoner:
         answers = [extract_answer(text) for text in texts]
         rng = np.random.default_rng(np.asarray(jax.random.key_data(key)))
         answer = select_answer(answers, log_weights, rule, rng)
-        finite = np.isfinite(log_weights).any()
-        weights = np.exp(log_weights - np.max(log_weights)) if finite else np.zeros(len(texts))
-        return Solution(answer, answers, weights / max(weights.sum(), 1e-300), texts, int(candidates.tokens_generated),
+        return Solution(answer, answers, normalized(log_weights), texts, int(candidates.tokens_generated),
                         int(candidates.reward_calls), seconds)
 
     def _run(self, key, kind: str, budget: int, state0) -> methods.Candidates:

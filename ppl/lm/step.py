@@ -26,9 +26,9 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ..core import GenFn, Trace
+from ..core import GenFn
+from ..distribution import ChoiceTrace
 from ..errors import ModelError
-from ..selection import Selection
 from .sampling import Sampler, log_probs, sample
 from .transformer import Cache, Transformer
 
@@ -50,21 +50,11 @@ class LMState(eqx.Module):
     """Whether the sequence has ended (end-of-sequence produced, or the cache is full)."""
 
 
-class StepTrace(Trace):
-    """A step's tokens, their log density, and the state before and after."""
+class StepTrace(ChoiceTrace):
+    """A step's tokens (one choice), their log density, and the state before and after."""
 
-    value: jax.Array
-    log_density: jax.Array
     new_state: LMState
     state: LMState
-
-    @property
-    def choices(self):
-        return self.value
-
-    @property
-    def score(self):
-        return self.log_density
 
     @property
     def retval(self):
@@ -73,9 +63,6 @@ class StepTrace(Trace):
     @property
     def args(self) -> tuple:
         return (self.state,)
-
-    def project(self, selection: Selection):
-        return self.log_density if selection.selects_here() else jnp.zeros(())
 
 
 class StepFn(GenFn):

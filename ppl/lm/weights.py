@@ -98,15 +98,23 @@ def _read_gguf(path: str):
         tied_output="output.weight" not in tensors,
         attention_bias="blk.0.attn_q.bias" in tensors,
     )
-    weights = {"embed": tensors["token_embd.weight"], "norm": tensors["output_norm.weight"]}
-    if not config.tied_output:
-        weights["output"] = tensors["output.weight"]
-    for i in range(config.layers):
-        for name, ours in _GGUF_LAYER.items():
-            key = f"blk.{i}.{name}" + ("" if name.endswith(".bias") else ".weight")
-            if key in tensors:
-                weights[f"layers.{i}.{ours}"] = tensors[key]
+    names = {"embed": "token_embd.weight", "norm": "output_norm.weight", "output": "output.weight"}
+    weights = _our_names(config, tensors, names, _GGUF_LAYER,
+                         lambda i, name: f"blk.{i}.{name}" + ("" if name.endswith(".bias") else ".weight"))
     return config, weights, meta
+
+
+def _our_names(config: Config, tensors: dict, names: dict, layer_names: dict, layer_key) -> dict[str, np.ndarray]:
+    """The file's tensors under this project's names: `names` for embed/norm/output; layer i's tensor
+    `layer_key(i, theirs)` becomes `layers.{i}.{layer_names[theirs]}` (where the file has it)."""
+    weights = {ours: tensors[names[ours]] for ours in ("embed", "norm")}
+    if not config.tied_output:
+        weights["output"] = tensors[names["output"]]
+    for i in range(config.layers):
+        for theirs, ours in layer_names.items():
+            if layer_key(i, theirs) in tensors:
+                weights[f"layers.{i}.{ours}"] = tensors[layer_key(i, theirs)]
+    return weights
 
 
 _HF_LAYER = {"input_layernorm.weight": "attn_norm", "self_attn.q_proj.weight": "q", "self_attn.k_proj.weight": "k",
@@ -135,14 +143,8 @@ def _read_safetensors(path: str):
         rope_interleaved=False, tied_output="lm_head.weight" not in tensors,
         attention_bias="model.layers.0.self_attn.q_proj.bias" in tensors,
     )
-    weights = {"embed": tensors["model.embed_tokens.weight"], "norm": tensors["model.norm.weight"]}
-    if not config.tied_output:
-        weights["output"] = tensors["lm_head.weight"]
-    for i in range(config.layers):
-        for name, ours in _HF_LAYER.items():
-            key = f"model.layers.{i}.{name}"
-            if key in tensors:
-                weights[f"layers.{i}.{ours}"] = tensors[key]
+    names = {"embed": "model.embed_tokens.weight", "norm": "model.norm.weight", "output": "lm_head.weight"}
+    weights = _our_names(config, tensors, names, _HF_LAYER, lambda i, name: f"model.layers.{i}.{name}")
     tokenizer_meta = {"tokenizer_json": os.path.join(path, "tokenizer.json")}
     config_path = os.path.join(path, "tokenizer_config.json")
     if os.path.exists(config_path):
