@@ -73,11 +73,16 @@ def weights(log_weights: jax.Array) -> jax.Array:
     return jnp.where(finite, jnp.exp(log_weights - jnp.where(finite, total, 0.0)), 0.0)
 
 
-def ess(log_weights: jax.Array) -> jax.Array:
-    """Effective sample size `1 / sum_i w_i^2` of unnormalised log weights: between 1 and N, 0 if all are -inf."""
-    # (sum w)^2 / sum w^2 in log space: invariant to a constant shift and free of overflow.
-    value = jnp.exp(2.0 * jax.nn.logsumexp(log_weights) - jax.nn.logsumexp(2.0 * log_weights))
-    return jnp.where(jnp.isfinite(jax.nn.logsumexp(log_weights)), value, 0.0)
+def ess(log_weights: jax.Array, log_total: jax.Array | None = None) -> jax.Array:
+    """Effective sample size `1 / sum_i w_i^2` of unnormalised log weights: between 1 and N, 0 if all are -inf.
+
+    `log_total`, when the caller has it, is `logsumexp(log_weights)` (saves a pass over the weights).
+    """
+    if log_total is None:
+        log_total = jax.nn.logsumexp(log_weights)
+    finite = jnp.isfinite(log_total)
+    value = 1.0 / jnp.sum(jnp.exp(2.0 * (log_weights - jnp.where(finite, log_total, 0.0))))
+    return jnp.where(finite, value, 0.0)
 
 
 def _rescaled(log_weights: jax.Array) -> jax.Array:
@@ -90,16 +95,17 @@ def _search(weights: jax.Array, u: jax.Array) -> jax.Array:
     """Inverse-CDF lookup on nonnegative unnormalised `weights`: for each `u_k` in [0, 1), the `i`
     with `W_{i-1} <= u_k < W_i`, where `W` is the normalised CDF; never a zero-weight `i`."""
     cdf = jnp.cumsum(weights)
-    # A parallel prefix sum (as on GPU) may round non-monotonically; forcing the CDF to be
-    # nondecreasing and exactly flat across zero weights means no u can land on a zero weight.
-    cdf = jax.lax.cummax(jnp.where(weights > 0, cdf, 0.0))
     # Dividing by the last entry (not by a separately computed sum) makes the CDF end at exactly 1.
     cdf = cdf / jnp.where(cdf[-1] > 0, cdf[-1], 1.0)
-    idx = jnp.searchsorted(cdf, u, side="right")
-    # Rounding can put u at or past the last CDF value (e.g. (n - 1 + U) / n == 1 in float32);
-    # those points belong to the last particle with positive weight, not to a trailing -inf one.
-    last_positive = weights.shape[0] - 1 - jnp.argmax(weights[::-1] > 0)
-    return jnp.minimum(idx, last_positive).astype(jnp.int32)
+    # Rounding can put u at or past the last CDF value (e.g. (n - 1 + U) / n == 1 in float32).
+    idx = jnp.minimum(jnp.searchsorted(cdf, u, side="right"), weights.shape[0] - 1)
+    # A parallel prefix sum (XLA's cumsum) may round so that a zero weight gets a sliver of the CDF,
+    # or a trailing zero weight gets the points that rounded past the end: such draws (probability
+    # of order 1e-7) go to the heaviest particle instead, so an impossible particle is never chosen.
+    # The check is skipped when no weight is zero, the usual case.
+    idx = jax.lax.cond(jnp.all(weights > 0), lambda: idx,
+                       lambda: jnp.where(weights[idx] > 0, idx, jnp.argmax(weights)))
+    return idx.astype(jnp.int32)
 
 
 def _sorted_uniforms(key: jax.Array, n: int, count: jax.Array | int | None = None) -> jax.Array:

@@ -202,7 +202,7 @@ def _extend_one(cfg: _Config, key, particle: Particles, obs_t, t):
     args = cfg.step_args(particle, t)
     if cfg.proposal is None:
         return step.generate(key, obs_t, *args)
-    k_q, k_p = jax.random.split(key)
+    k_q, k_p = ppl.streams.fold_in(key, 0), ppl.streams.fold_in(key, 1)
     q = cfg.proposal.simulate(k_q, obs_t, *args)
     tr, w = step.generate(k_p, ppl.choicemap.merge(q.choices, obs_t), *args)
     return tr, w - q.score
@@ -223,7 +223,7 @@ def _step(cfg: _Config, observations, reference):
     """The body of the time loop."""
 
     def body(state, inputs):
-        particles, log_w, log_z, failed = state
+        particles, log_w, lse_w, ess_w, log_z, failed = state  # lse_w, ess_w: of log_w, from the last step
         key, t = inputs
         k_res, k_ext, k_as, k_rej = jax.random.split(key, 4)
         n = cfg.n
@@ -233,7 +233,7 @@ def _step(cfg: _Config, observations, reference):
         if reference is not None or cfg.threshold >= 1.0:
             do_resample = t > 0
         else:
-            do_resample = (t > 0) & (resampling.ess(log_w) < cfg.threshold * n)
+            do_resample = (t > 0) & (ess_w < cfg.threshold * n)
 
         def resample(particles):
             if reference is None:
@@ -242,17 +242,19 @@ def _step(cfg: _Config, observations, reference):
                 slot0 = _ancestor_of_reference(cfg, k_as, particles, log_w, reference, observations, t) if cfg.ancestor_sampling else 0
                 ancestors = jnp.concatenate([jnp.reshape(slot0, (1,)).astype(jnp.int32),
                                              resampling.categorical(k_res, log_w, n - 1)])
-            return _constrain(cfg, _gather(particles, ancestors)), ancestors, jnp.zeros(n)
+            kept = ancestors if cfg.keep_history else None  # a filter that keeps no history writes none
+            return _constrain(cfg, _gather(particles, ancestors)), kept, jnp.zeros(n), jnp.log(n).astype(lse_w.dtype)
 
         def keep(particles):
-            return particles, jnp.arange(n), log_w
+            return particles, jnp.arange(n) if cfg.keep_history else None, log_w, lse_w
 
         # lax.cond skips the O(N log N) search and the gather on steps that do not resample
-        particles, ancestors, log_w = jax.lax.cond(do_resample, resample, keep, particles)
+        particles, ancestors, log_w, lse_w = jax.lax.cond(do_resample, resample, keep, particles)
 
-        # extend
+        # extend: the particles share k_ext, each drawing from its own stream of it (see ppl.streams)
         obs_t = cfg.ss.step_constraints(observations, t)
-        traces, inc = jax.vmap(lambda k, p: _extend_one(cfg, k, p, obs_t, t))(jax.random.split(k_ext, n), particles)
+        traces, inc = jax.vmap(lambda i, p: _extend_one(cfg, ppl.Streams(k_ext, i), p, obs_t, t))(
+            jnp.arange(n), particles)
         if reference is not None:
             ref_t = jax.tree.map(lambda x: x[t], reference)
             first = _gather(particles, 0)
@@ -273,18 +275,20 @@ def _step(cfg: _Config, observations, reference):
             traces, acceptance = moved, jnp.mean(accepted)
 
         new_log_w = log_w + inc
-        total_new, total_old = logsumexp(new_log_w), logsumexp(log_w)
+        total_new = logsumexp(new_log_w)
         step_failed = ~jnp.isfinite(total_new)
         failed = failed | step_failed
-        log_z = jnp.where(failed, -jnp.inf, log_z + jnp.where(step_failed, 0.0, total_new - total_old))
+        log_z = jnp.where(failed, -jnp.inf, log_z + jnp.where(step_failed, 0.0, total_new - lse_w))
         new_log_w = jnp.where(failed, -jnp.inf, new_log_w)  # a failed run stays failed: Ẑ = 0
+        total_new = jnp.where(failed, -jnp.inf, total_new)
+        new_ess = resampling.ess(new_log_w, total_new)
         carry = jax.vmap(lambda tr: cfg.ss.next_carry(tr.retval))(traces)
         particles = _constrain(cfg, particles._replace(carry=carry))
-        info = StepInfo(resampling.ess(new_log_w), do_resample, log_z, acceptance)
+        info = StepInfo(new_ess, do_resample, log_z, acceptance)
         # "history" keeps no carries: they can be large (a language model's cache)
         record = History(ancestors, traces.choices, carry if cfg.keep_history is True else None, new_log_w) \
             if cfg.keep_history else None
-        return (particles, new_log_w, log_z, failed), (info, record)
+        return (particles, new_log_w, total_new, new_ess, log_z, failed), (info, record)
 
     return body
 
@@ -317,12 +321,13 @@ def _run(key, cfg: _Config, args: tuple, observations, reference_prefix, referen
     batched_args = {i: x for i, x in enumerate(leaves) if per_particle[i]}
     particles = _constrain(cfg, Particles(prefix.choices, batched_args, prefix.scan_args[0]))
     log_w = prefix.weight
-    log_z0 = logsumexp(log_w) - jnp.log(cfg.n)
+    lse_w = logsumexp(log_w)
+    log_z0 = lse_w - jnp.log(cfg.n)
     failed = ~jnp.isfinite(log_z0)
-    state = (particles, log_w, jnp.where(failed, -jnp.inf, log_z0), failed)
+    state = (particles, log_w, lse_w, resampling.ess(log_w, lse_w), jnp.where(failed, -jnp.inf, log_z0), failed)
     T = cfg.ss.length
     body = _step(cfg, observations, reference_steps)
-    (particles, log_w, log_z, failed), (info, history) = jax.lax.scan(
+    (particles, log_w, _, _, log_z, failed), (info, history) = jax.lax.scan(
         body, state, (jax.random.split(k_steps, T), jnp.arange(T))
     )
     return particles, log_w, log_z, failed, info, history

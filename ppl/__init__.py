@@ -11,7 +11,7 @@
 See the README and docs/ for the generative function interface.
 """
 
-from . import dist, lm, unconstrained
+from . import dist, lm, streams, unconstrained
 from .choicemap import Masked, Unconstrained
 from .combinators import cond, mix, repeat, scan, switch, vmap
 from .core import Call, GenFn, Trace, factor
@@ -19,6 +19,7 @@ from .distribution import ChoiceTrace, Distribution
 from .errors import ModelError
 from .gen import GenTrace, StaticGenFn, gen
 from .selection import Selection, sel
+from .streams import Streams
 
 __all__ = [
     "Call",
@@ -30,6 +31,7 @@ __all__ = [
     "ModelError",
     "Selection",
     "StaticGenFn",
+    "Streams",
     "Trace",
     "Unconstrained",
     "cond",
@@ -41,6 +43,7 @@ __all__ = [
     "repeat",
     "scan",
     "sel",
+    "streams",
     "switch",
     "unconstrained",
     "vmap",

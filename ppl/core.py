@@ -32,7 +32,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from . import choicemap
+from . import choicemap, streams
 from .errors import ModelError
 from .selection import Selection
 
@@ -119,7 +119,7 @@ class GenFn(eqx.Module):
 
     def assess(self, choices: dict, *args) -> tuple[jax.Array, Any]:
         """log p(choices; args) of a full choice map, and the return value."""
-        if _looks_like_key(choices):
+        if streams.is_key(choices):
             raise ModelError("assess takes no key: call gen_fn.assess(choices, *args)")
         return _jit_assess(self, choicemap.normalize(choices), args)
 
@@ -202,14 +202,8 @@ def _jit_project(trace, selection):
     return trace.project(selection)
 
 
-def _looks_like_key(x) -> bool:
-    return isinstance(x, jax.Array) and (
-        jnp.issubdtype(x.dtype, jax.dtypes.prng_key) or (x.dtype == jnp.uint32 and x.shape[-1:] == (2,))
-    )
-
-
 def _check_key(key, method: str) -> None:
-    if not _looks_like_key(key):
+    if not streams.is_key(key):
         raise ModelError(
             f"{method} takes a PRNG key first, got {type(key).__name__}; "
             f"call gen_fn.{method}(jax.random.key(0), ...) (keys come first and are explicit)"

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpyro.distributions as nd
 
+from . import streams
 from .choicemap import Masked, Unconstrained
 from .core import Call, GenFn, Trace
 from .errors import ModelError
@@ -133,9 +134,9 @@ class Distribution(GenFn):
         if isinstance(mode, tuple) and not self.is_discrete:
             radius = mode[1]
             shape = self.to_constrained.inverse_shape(self.shape)
-            value, _ = self._from_unconstrained(jax.random.uniform(key, shape, minval=-radius, maxval=radius))
+            value, _ = self._from_unconstrained(jax.random.uniform(streams.as_key(key), shape, minval=-radius, maxval=radius))
         else:
-            value = self.dist.sample(key)
+            value = self.dist.sample(streams.as_key(key))
         return ChoiceTrace(value, self.log_prob(value))
 
     def _assess(self, choices, args):
@@ -158,7 +159,7 @@ class Distribution(GenFn):
         if _LEAF_MODE.get() == "inverse" and not self.is_discrete and not isinstance(value, Masked):
             return _InverseTrace(value, jnp.zeros(()), self.to_constrained.inv(value)), jnp.zeros(())
         if isinstance(value, Masked):
-            sampled = self.dist.sample(key)
+            sampled = self.dist.sample(streams.as_key(key))
             chosen = jnp.where(value.valid, value.value, sampled)
             logp = self.log_prob(chosen)
             return ChoiceTrace(chosen, logp), jnp.where(value.valid, logp, 0.0)

@@ -17,7 +17,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from . import choicemap
+from . import choicemap, streams
 from .core import GenFn, Handler, StoredArgs, Trace, pop_handler, push_handler
 from .errors import ModelError
 from .selection import Selection
@@ -72,7 +72,7 @@ class _Visits(Handler):
     def next_key(self):
         # one hash per visit (split would compute two keys and keep both)
         self.n_keys += 1
-        return jax.random.fold_in(self.key, self.n_keys)
+        return streams.fold_in(self.key, self.n_keys)
 
     def add_factor(self, log_weight):
         self.factor_total = self.factor_total + log_weight

@@ -28,6 +28,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from .. import streams
 from ..core import GenFn, StoredArgs
 from ..errors import ModelError
 from .batched import BatchedTrace
@@ -89,7 +90,7 @@ class Scan(GenFn):
                     )
         scanned = tuple(a if ax == 0 else None for a, ax in zip(rest, axes))
         shared = tuple(None if ax == 0 else a for a, ax in zip(rest, axes))
-        keys = jax.random.split(key, T) if key is not None else None
+        keys = streams.split(key, T) if key is not None else None
 
         def body(carry, xs):
             k, step_values, xs_t = xs

@@ -13,6 +13,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from .. import streams
 from ..core import GenFn, StoredArgs, Trace
 from ..errors import ModelError
 from .batched import BatchedTrace
@@ -65,7 +66,7 @@ class Vmap(GenFn):
                         f"a value given for this ppl.vmap block has shape {leaf.shape}, but the block has {n} "
                         f"elements; give one batched array of shape ({n}, ...) per address"
                     )
-        keys = jax.random.split(key, n) if key is not None else None
+        keys = streams.split(key, n) if key is not None else None
         in_axes = (0 if key is not None else None, (0,) * len(batched), self._axes(args))
         return jax.vmap(lambda k, b, a: fn(k, *b, a), in_axes=in_axes)(keys, batched, args)
 

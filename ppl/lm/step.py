@@ -26,6 +26,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from .. import streams
 from ..core import GenFn
 from ..distribution import ChoiceTrace
 from ..errors import ModelError
@@ -99,7 +100,7 @@ class StepFn(GenFn):
             return (new, active & ~self._ends(token), logp + jnp.where(active, token_logp, 0.0)), token
 
         (new_state, _, logp), tokens = jax.lax.scan(body, (state, self._live(state), jnp.zeros(())),
-                                                    jax.random.split(key, self.budget))
+                                                    jax.random.split(streams.as_key(key), self.budget))
         return StepTrace(tokens, logp, self._finish(new_state), state)
 
     def _finish(self, state: LMState) -> LMState:
