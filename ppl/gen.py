@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 from . import choicemap, streams
 from .core import GenFn, Handler, StoredArgs, Trace, pop_handler, push_handler
+from .distribution import Distribution
 from .errors import ModelError
 from .selection import Selection
 
@@ -69,9 +70,10 @@ class _Visits(Handler):
         self.prefixes: set[tuple] = set()
         self.factor_total = jnp.zeros(())
 
-    def next_key(self):
-        # one hash per visit (split would compute two keys and keep both)
+    def next_key(self, gen_fn):
         self.n_keys += 1
+        if isinstance(gen_fn, Distribution):  # a draw: stream n of the key, no hash of its own (ppl.streams)
+            return streams.stream(self.key, self.n_keys)
         return streams.fold_in(self.key, self.n_keys)
 
     def add_factor(self, log_weight):
@@ -102,7 +104,7 @@ class _Simulate(_Visits):
         self.subtraces: dict = {}
 
     def on_visit(self, path, gen_fn, args):
-        tr = gen_fn._simulate(self.next_key(), args)
+        tr = gen_fn._simulate(self.next_key(gen_fn), args)
         self.subtraces[path] = tr
         return tr.retval
 
@@ -131,7 +133,7 @@ class _Generate(_Visits):
 
     def on_visit(self, path, gen_fn, args):
         sub = choicemap.subconstraint(self.constraints, path)
-        tr, w = gen_fn._generate(self.next_key(), sub, args)
+        tr, w = gen_fn._generate(self.next_key(gen_fn), sub, args)
         self.subtraces[path] = tr
         self.weight = self.weight + w
         return tr.retval
@@ -150,9 +152,9 @@ class _Update(_Visits):
         sub = choicemap.subconstraint(self.constraints, path)
         old = self.old.subtraces.get(path)
         if old is None:  # a new address: its choices come from the internal proposal
-            tr, w = gen_fn._generate(self.next_key(), sub, args)
+            tr, w = gen_fn._generate(self.next_key(gen_fn), sub, args)
         else:
-            tr, w, discarded = gen_fn._update(self.next_key(), old, sub, args)
+            tr, w, discarded = gen_fn._update(self.next_key(gen_fn), old, sub, args)
             if discarded is not None and not (isinstance(discarded, dict) and not discarded):
                 self.discard[path] = discarded
         self.subtraces[path] = tr
@@ -171,10 +173,10 @@ class _Regenerate(_Visits):
     def on_visit(self, path, gen_fn, args):
         old = self.old.subtraces.get(path)
         if old is None:  # new choices from the prior cancel in the MH ratio
-            tr = gen_fn._simulate(self.next_key(), args)
+            tr = gen_fn._simulate(self.next_key(gen_fn), args)
         else:
             sub_selection = functools.reduce(lambda s, k: s.step(k), path, self.selection)
-            tr, w = gen_fn._regenerate(self.next_key(), old, sub_selection, args)
+            tr, w = gen_fn._regenerate(self.next_key(gen_fn), old, sub_selection, args)
             self.weight = self.weight + w
         self.subtraces[path] = tr
         return tr.retval

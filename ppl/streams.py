@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend.random import define_prng_impl, threefry2x32_p, threefry_prng_impl
 
-__all__ = ["Streams", "as_key", "fold_in", "is_key", "split"]
+__all__ = ["Streams", "as_key", "fold_in", "is_key", "split", "stream"]
 
 _UINT = {8: jnp.uint8, 16: jnp.uint16, 32: jnp.uint32, 64: jnp.uint64}
 _NO_DRAW = np.uint32(2**32 - 1)  # the counter a draw never reaches (draws hold < 2^32 values)
@@ -78,6 +78,8 @@ def _hash_batched(axis_size, in_batched, key, lo):
         words = [jnp.broadcast_to(w.reshape(streams.shape[:1] + (1,) * (lo.ndim - 1)), lo.shape) for w in key[:, :2].T]
         return threefry2x32_p.bind(*words, streams, lo)
 
+    if axis_size == 0:
+        return list(by_row()), [True, True]
     shared = jnp.all(key[:, :2] == key[:1, :2])
     bits = jax.lax.cond(shared, lambda: threefry2x32_p.bind(key[0, 0], key[0, 1], streams, lo), by_row)
     return list(bits), [True, True]
@@ -131,6 +133,18 @@ def fold_in(key, data):
     if isinstance(key, Streams):
         return Streams(jax.random.fold_in(key.key, data), key.index)
     return jax.random.fold_in(key, data)
+
+
+def stream(key, n: int):
+    """The key of the n-th (n >= 1) random choice drawn directly with `key`: its stream n, made without a hash.
+
+    Stream n's counters (n, j) differ from the counters (0, m) that `fold_in(key, m)` hashes, so
+    the choices' draws and the keys handed on with `fold_in` never coincide. Within a `Streams`
+    batch the stream is already taken by the batch index: the choice then folds n into the shared key.
+    """
+    if isinstance(key, Streams):
+        return fold_in(key, n)
+    return Streams(key, n)
 
 
 def split(key, n: int):

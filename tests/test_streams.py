@@ -29,6 +29,10 @@ def test_streams_of_different_keys_batched():
     np.testing.assert_array_equal(nested, np.stack([[draw(k, i) for i in range(3)] for k in keys]))
 
 
+def test_an_empty_batch_of_streams():
+    assert jax.vmap(draw, (None, 0))(jax.random.key(0), jnp.arange(0)).shape == (0, 3)
+
+
 def test_stream_zero_is_the_plain_key():
     key = jax.random.key(2)
     np.testing.assert_array_equal(draw(key, 0), jax.random.normal(key, (3,)))

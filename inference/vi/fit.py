@@ -46,11 +46,15 @@ class _State(NamedTuple):
 
 
 @eqx.filter_jit
-def _chunk(objective: Objective, optimizer, state: _State, key, args, steps: jax.Array, cfg, careful: bool):
-    """Run `steps`. Fast mode returns (values, whether each value was finite); careful mode (a rerun after a
-    non-finite value or parameter) returns per-parameter gradient finiteness instead and leaves the state
-    at the last finite step."""
+def _chunk(objective: Objective, optimizer, state: _State | Any, key, args, steps: jax.Array, cfg, careful: bool,
+           first: bool = False):
+    """Run `steps`. Fast mode returns (values, whether each value was finite) and whether the parameters are
+    finite; careful mode (a rerun after a non-finite value or parameter) returns per-parameter gradient
+    finiteness instead and leaves the state at the last finite step. With `first`, `state` holds the initial
+    parameters and the optimizer's state is made here (in the same compiled call)."""
     num_samples, baseline, decay = cfg
+    if first:
+        state = _State(state, optimizer.init(state), jnp.zeros(()), jnp.zeros((), jnp.int32))
 
     def one(state: _State, i):
         if baseline == "ema":  # bias-corrected, so the first steps are not pulled towards zero
@@ -68,7 +72,12 @@ def _chunk(objective: Objective, optimizer, state: _State, key, args, steps: jax
         ok = jnp.isfinite(value) & jnp.all(finite)
         return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, state), (value, finite)
 
-    return jax.lax.scan(one, state, steps)
+    final, outputs = jax.lax.scan(one, state, steps)
+    if careful:
+        return final, outputs
+    params_finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(final.params)]))
+    return final, outputs, params_finite
+
 
 
 def _save(path, state: _State, values: np.ndarray) -> None:
@@ -118,24 +127,26 @@ def fit(
     if not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk must be a positive int, got {chunk!r}")
     cfg = (num_samples, "ema" if baseline == "ema" else baseline, float(baseline_decay))
-    state = _State(params, optimizer.init(params), jnp.zeros(()), jnp.zeros((), jnp.int32))
+    state, first = params, True  # the first chunk makes the optimizer's state
     values = np.full(steps, np.nan, np.float32)
+    start = 0
     if checkpoint is not None and os.path.exists(checkpoint):
         with open(checkpoint, "rb") as f:  # the state, then the values so far
-            state = eqx.tree_deserialise_leaves(f, state)
+            like = _State(params, optimizer.init(params), jnp.zeros(()), jnp.zeros((), jnp.int32))
+            state, first = eqx.tree_deserialise_leaves(f, like), False
             done = np.load(f)
         values[: len(done)] = done[:steps]
+        start = int(state.step)
     names = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
-    start = int(state.step)
     with tqdm(total=steps, initial=start, desc="vi.fit", disable=not progress_bar) as bar:
         while start < steps:
             stop = min(start + chunk, steps)  # a shorter last chunk compiles once more
             index = jnp.arange(start, stop)
-            new_state, (chunk_values, ok) = _chunk(objective, optimizer, state, key, args, index, cfg, False)
+            new_state, (chunk_values, ok), params_finite = _chunk(objective, optimizer, state, key, args, index, cfg,
+                                                                  False, first)
             chunk_values, n = np.asarray(chunk_values), stop - start
-            params_finite = all(bool(jnp.all(jnp.isfinite(p))) for p in jax.tree.leaves(new_state.params))
-            if not (np.asarray(ok).all() and params_finite):  # rerun the chunk carefully: which step, which parameter
-                state, (_, finite) = _chunk(objective, optimizer, state, key, args, index, cfg, True)
+            if not (np.asarray(ok).all() and bool(params_finite)):  # rerun the chunk carefully: which step, which parameter
+                state, (_, finite) = _chunk(objective, optimizer, state, key, args, index, cfg, True, first)
                 ok = np.asarray(ok) & np.asarray(finite).all(axis=1)
                 i = int(np.argmin(ok))
                 leaves = [names[j] for j in np.flatnonzero(~np.asarray(finite)[i])] or ["(the objective value)"]
@@ -146,7 +157,7 @@ def fit(
                     f"params{leaves[0]} was not finite; lower the learning rate, bound the guide's scales, or check "
                     "the model's log density there"
                 )
-            state, values[start:stop] = new_state, chunk_values
+            state, first, values[start:stop] = new_state, False, chunk_values
             start = stop
             if checkpoint is not None:
                 _save(checkpoint, state, values[:stop])
