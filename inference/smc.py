@@ -481,7 +481,10 @@ class _CSMCStep(eqx.Module):
     def __call__(self, key, trace, gen_fn, args):
         k_run, k_pick, k_gen = jax.random.split(key, 3)
         ss = state_space(gen_fn, args)
-        cfg = _Config(ss, self.n_particles, self.proposal, "multinomial", 1.0, None, True, self.ancestor_sampling, None)
+        # the lineage needs ancestors and choices only; backward sampling also needs every step's carries
+        history = True if self.backward_sampling else "history"
+        cfg = _Config(ss, self.n_particles, self.proposal, "multinomial", 1.0, None, history, self.ancestor_sampling,
+                      None)
         prefix = _outside(trace.choices, ss.path)
         reference = ppl.choicemap.subconstraint(trace.choices, ss.path)
         _, log_w, _, failed, _, history = _run(k_run, cfg, args, self.observations, prefix, reference)

@@ -136,8 +136,14 @@ class Distribution(GenFn):
             shape = self.to_constrained.inverse_shape(self.shape)
             value, _ = self._from_unconstrained(jax.random.uniform(streams.as_key(key), shape, minval=-radius, maxval=radius))
         else:
-            value = self.dist.sample(streams.as_key(key))
+            value = self._sample(key)
         return ChoiceTrace(value, self.log_prob(value))
+
+    def _sample(self, key):
+        try:
+            return self.dist.sample(streams.as_key(key))
+        except NotImplementedError:  # a sampler that takes Threefry keys only (jax.random.poisson)
+            return self.dist.sample(streams.as_threefry_key(key))
 
     def _assess(self, choices, args):
         value = self._checked(choices, "value")
@@ -159,7 +165,7 @@ class Distribution(GenFn):
         if _LEAF_MODE.get() == "inverse" and not self.is_discrete and not isinstance(value, Masked):
             return _InverseTrace(value, jnp.zeros(()), self.to_constrained.inv(value)), jnp.zeros(())
         if isinstance(value, Masked):
-            sampled = self.dist.sample(streams.as_key(key))
+            sampled = self._sample(key)
             chosen = jnp.where(value.valid, value.value, sampled)
             logp = self.log_prob(chosen)
             return ChoiceTrace(chosen, logp), jnp.where(value.valid, logp, 0.0)

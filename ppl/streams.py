@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend.random import define_prng_impl, threefry2x32_p, threefry_prng_impl
 
-__all__ = ["Streams", "as_key", "fold_in", "is_key", "split", "stream"]
+__all__ = ["Streams", "as_key", "as_threefry_key", "fold_in", "is_key", "split", "stream"]
 
 _UINT = {8: jnp.uint8, 16: jnp.uint16, 32: jnp.uint32, 64: jnp.uint64}
 _NO_DRAW = np.uint32(2**32 - 1)  # the counter a draw never reaches (draws hold < 2^32 values)
@@ -152,6 +152,17 @@ def split(key, n: int):
     if isinstance(key, Streams):
         return Streams(jax.random.split(key.key, n), jnp.broadcast_to(key.index, (n,)))
     return jax.random.split(key, n)
+
+
+def as_threefry_key(key) -> jax.Array:
+    """A plain Threefry key for `key`, for the samplers that take no other (`jax.random.poisson`).
+
+    For a `Streams`, the stream's key hashed once, as splitting it would (independent of its draws).
+    """
+    key = as_key(key)
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and jax.random.key_impl(key) == _STREAM_IMPL:
+        return jax.random.wrap_key_data(_as_threefry(jax.random.key_data(key)), impl="threefry2x32")
+    return key
 
 
 def as_key(key) -> jax.Array:

@@ -94,7 +94,10 @@ SBC_CASES = {
     "mh": (kernels.cycle(kernels.mh(ppl.sel("mu")), kernels.mh(ppl.sel("sigma"))), 20, 8),
     "mala": (kernels.mala(CONTINUOUS, step_size=0.05), 50, 8),
     "hmc": (kernels.hmc(CONTINUOUS, step_size=0.2, num_steps=8), 20, 2),
-    "nuts": (kernels.nuts(CONTINUOUS, step_size=0.3), 20, 2),
+    # at step 0.3 the leapfrog is unstable where sigma is small (the conditional sd of mu is about
+    # sigma / sqrt(5)): every trajectory diverges there and a chain that starts there stays for hundreds
+    # of draws, which showed as rank non-uniformity for some seeds; 0.15 is stable on that region
+    "nuts": (kernels.nuts(CONTINUOUS, step_size=0.15), 20, 2),
 }
 
 
