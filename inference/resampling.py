@@ -94,18 +94,18 @@ def _rescaled(log_weights: jax.Array) -> jax.Array:
 def _search(weights: jax.Array, u: jax.Array) -> jax.Array:
     """Inverse-CDF lookup on nonnegative unnormalised `weights`: for each `u_k` in [0, 1), the `i`
     with `W_{i-1} <= u_k < W_i`, where `W` is the normalised CDF; never a zero-weight `i`."""
+    n = weights.shape[0]
     cdf = jnp.cumsum(weights)
-    # Dividing by the last entry (not by a separately computed sum) makes the CDF end at exactly 1.
-    cdf = cdf / jnp.where(cdf[-1] > 0, cdf[-1], 1.0)
-    # Rounding can put u at or past the last CDF value (e.g. (n - 1 + U) / n == 1 in float32).
-    idx = jnp.minimum(jnp.searchsorted(cdf, u, side="right"), weights.shape[0] - 1)
+    # Rounding can put u * total at or past the last CDF value; those points go to the last particle.
+    idx = jnp.minimum(jnp.searchsorted(cdf, u * cdf[-1], side="right"), n - 1)
     # A parallel prefix sum (XLA's cumsum) may round so that a zero weight gets a sliver of the CDF,
     # or a trailing zero weight gets the points that rounded past the end: such draws (probability
-    # of order 1e-7) go to the heaviest particle instead, so an impossible particle is never chosen.
-    # The check is skipped when no weight is zero, the usual case.
-    idx = jax.lax.cond(jnp.all(weights > 0), lambda: idx,
-                       lambda: jnp.where(weights[idx] > 0, idx, jnp.argmax(weights)))
-    return idx.astype(jnp.int32)
+    # of order 1e-7) go to the last particle with positive weight instead, so an impossible particle
+    # is never chosen. The fix-up runs only when a draw needs it.
+    return jax.lax.cond(
+        jnp.all(weights[idx] > 0), lambda: idx,
+        lambda: jnp.where(weights[idx] > 0, idx, jnp.max(jnp.where(weights > 0, jnp.arange(n), 0))),
+    ).astype(jnp.int32)
 
 
 def _sorted_uniforms(key: jax.Array, n: int, count: jax.Array | int | None = None) -> jax.Array:
