@@ -224,8 +224,8 @@ def _step(cfg: _Config, observations, reference):
 
     def body(state, inputs):
         particles, log_w, lse_w, ess_w, log_z, failed = state  # lse_w, ess_w: of log_w, from the last step
-        key, t = inputs
-        k_res, k_ext, k_as, k_rej = jax.random.split(key, 4)
+        keys, t = inputs
+        k_res, k_ext, k_as, k_rej = keys
         n = cfg.n
 
         # resample (never before the first step; always under CSMC)
@@ -328,7 +328,8 @@ def _run(key, cfg: _Config, args: tuple, observations, reference_prefix, referen
     T = cfg.ss.length
     body = _step(cfg, observations, reference_steps)
     (particles, log_w, _, _, log_z, failed), (info, history) = jax.lax.scan(
-        body, state, (jax.random.split(k_steps, T), jnp.arange(T))
+        # every step's four keys in one vectorised hash (a split inside the loop is a loop of its own per step)
+        body, state, (jax.random.split(k_steps, (T, 4)), jnp.arange(T))
     )
     return particles, log_w, log_z, failed, info, history
 
