@@ -64,15 +64,16 @@ def run(
     """Importance sampling with `n_particles` particles (see the module docstring)."""
     args = tuple(args)
 
-    def one(key):
+    def one(i):
+        stream = ppl.Streams(key, i)  # all particles share the key, each draws from its own stream
         if proposal is None:
-            return model.generate(key, observations, *args)
-        k_q, k_p = jax.random.split(key)
+            return model.generate(stream, observations, *args)
+        k_q, k_p = ppl.streams.fold_in(stream, 0), ppl.streams.fold_in(stream, 1)
         q = proposal.simulate(k_q, *proposal_args)
         tr, w = model.generate(k_p, ppl.choicemap.merge(q.choices, observations), *args)
         return tr, w - q.score
 
-    traces, log_w = jax.vmap(one)(jax.random.split(key, n_particles))
+    traces, log_w = jax.vmap(one)(jnp.arange(n_particles))
     return ImportanceResult(traces, log_w)
 
 

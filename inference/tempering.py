@@ -99,7 +99,7 @@ def _temper(key, model, args, observations, n, target_ess, n_mcmc, max_stages, s
         return model.project(tr, obs_selection)
 
     k_init, k_stages = jax.random.split(key)
-    traces, log_lik = jax.vmap(lambda k: model.generate(k, observations, *args))(jax.random.split(k_init, n))
+    traces, log_lik = jax.vmap(lambda i: model.generate(ppl.Streams(k_init, i), observations, *args))(jnp.arange(n))
 
     def stage(state, key):
         traces, log_lik, beta, log_z, failed = state
@@ -157,7 +157,7 @@ def _anneal(key, model, args_sequence, observations, n, n_mcmc, scheme, selectio
     n_targets = jax.tree.leaves(args_sequence)[0].shape[0]
     args_at = lambda k: jax.tree.map(lambda x: x[k], args_sequence)
     k_init, k_stages = jax.random.split(key)
-    traces, log_w = jax.vmap(lambda k: model.generate(k, observations, *args_at(0)))(jax.random.split(k_init, n))
+    traces, log_w = jax.vmap(lambda i: model.generate(ppl.Streams(k_init, i), observations, *args_at(0)))(jnp.arange(n))
     log_z0 = logsumexp(log_w) - jnp.log(n)
 
     def stage(state, inputs):
