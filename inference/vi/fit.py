@@ -11,6 +11,7 @@ gradient blew up (the checkpoint, if any, then holds the last finite step).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any, NamedTuple
 
@@ -138,10 +139,12 @@ def fit(
         values[: len(done)] = done[:steps]
         start = int(state.step)
     names = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
-    with tqdm(total=steps, initial=start, desc="vi.fit", disable=not progress_bar) as bar:
+    # no bar object at all when it is off: making and updating a disabled bar costs more than a short fit's steps
+    bar = tqdm(total=steps, initial=start, desc="vi.fit") if progress_bar else None
+    with bar or contextlib.nullcontext():
         while start < steps:
             stop = min(start + chunk, steps)  # a shorter last chunk compiles once more
-            index = jnp.arange(start, stop)
+            index = np.arange(start, stop)
             new_state, (chunk_values, ok), params_finite = _chunk(objective, optimizer, state, key, args, index, cfg,
                                                                   False, first)
             chunk_values, n = np.asarray(chunk_values), stop - start
@@ -161,6 +164,7 @@ def fit(
             start = stop
             if checkpoint is not None:
                 _save(checkpoint, state, values[:stop])
-            bar.set_postfix(objective=f"{np.mean(chunk_values):.4g}")
-            bar.update(n)
+            if bar is not None:
+                bar.set_postfix(objective=f"{np.mean(chunk_values):.4g}")
+                bar.update(n)
     return FitResult(state.params, jnp.asarray(values), state.opt_state)
