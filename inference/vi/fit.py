@@ -46,6 +46,10 @@ class _State(NamedTuple):
     step: jax.Array
 
 
+def _initial_state(optimizer, params) -> _State:
+    return _State(params, optimizer.init(params), jnp.zeros(()), jnp.zeros((), jnp.int32))
+
+
 @eqx.filter_jit
 def _chunk(objective: Objective, optimizer, state: _State | Any, key, args, steps: jax.Array, cfg, careful: bool,
            first: bool = False):
@@ -55,7 +59,7 @@ def _chunk(objective: Objective, optimizer, state: _State | Any, key, args, step
     parameters and the optimizer's state is made here (in the same compiled call)."""
     num_samples, baseline, decay = cfg
     if first:
-        state = _State(state, optimizer.init(state), jnp.zeros(()), jnp.zeros((), jnp.int32))
+        state = _initial_state(optimizer, state)
 
     def one(state: _State, i):
         if baseline == "ema":  # bias-corrected, so the first steps are not pulled towards zero
@@ -133,8 +137,7 @@ def fit(
     start = 0
     if checkpoint is not None and os.path.exists(checkpoint):
         with open(checkpoint, "rb") as f:  # the state, then the values so far
-            like = _State(params, optimizer.init(params), jnp.zeros(()), jnp.zeros((), jnp.int32))
-            state, first = eqx.tree_deserialise_leaves(f, like), False
+            state, first = eqx.tree_deserialise_leaves(f, _initial_state(optimizer, params)), False
             done = np.load(f)
         values[: len(done)] = done[:steps]
         start = int(state.step)
