@@ -81,7 +81,7 @@ def ess(log_weights: jax.Array, log_total: jax.Array | None = None) -> jax.Array
     if log_total is None:
         log_total = jax.nn.logsumexp(log_weights)
     finite = jnp.isfinite(log_total)
-    value = 1.0 / jnp.sum(jnp.exp(2.0 * (log_weights - jnp.where(finite, log_total, 0.0))))
+    value = 1.0 / jnp.sum(jnp.square(jnp.exp(log_weights - jnp.where(finite, log_total, 0.0))))
     return jnp.where(finite, value, 0.0)
 
 

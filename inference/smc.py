@@ -40,6 +40,7 @@ import ppl
 from ppl.sequential import StateSpace, state_space
 
 from . import resampling
+from ._jit import jit
 from .mcmc import kernels
 from .mcmc.kernels import Kernel
 from .mcmc.target import latents
@@ -274,19 +275,21 @@ def _step(cfg: _Config, observations, reference):
                 moved = _set_slot0(moved, _gather(traces, 0))
             traces, acceptance = moved, jnp.mean(accepted)
 
-        new_log_w = log_w + inc
+        # a failed run stays failed (Ẑ = 0); the where fuses with the sum, where this step's failure (weights
+        # that are NaN, not -inf) would cost a pass of its own: those are cleared by the next step or by _run
+        new_log_w = jnp.where(failed, -jnp.inf, log_w + inc)
         total_new = logsumexp(new_log_w)
         step_failed = ~jnp.isfinite(total_new)
         failed = failed | step_failed
         log_z = jnp.where(failed, -jnp.inf, log_z + jnp.where(step_failed, 0.0, total_new - lse_w))
-        new_log_w = jnp.where(failed, -jnp.inf, new_log_w)  # a failed run stays failed: Ẑ = 0
         total_new = jnp.where(failed, -jnp.inf, total_new)
         new_ess = resampling.ess(new_log_w, total_new)
         carry = jax.vmap(lambda tr: cfg.ss.next_carry(tr.retval))(traces)
         particles = _constrain(cfg, particles._replace(carry=carry))
         info = StepInfo(new_ess, do_resample, log_z, acceptance)
         # "history" keeps no carries: they can be large (a language model's cache)
-        record = History(ancestors, traces.choices, carry if cfg.keep_history is True else None, new_log_w) \
+        record = History(ancestors, traces.choices, carry if cfg.keep_history is True else None,
+                         jnp.where(failed, -jnp.inf, new_log_w)) \
             if cfg.keep_history else None
         return (particles, new_log_w, total_new, new_ess, log_z, failed), (info, record)
 
@@ -331,7 +334,7 @@ def _run(key, cfg: _Config, args: tuple, observations, reference_prefix, referen
         # every step's four keys in one vectorised hash (a split inside the loop is a loop of its own per step)
         body, state, (jax.random.split(k_steps, (T, 4)), jnp.arange(T))
     )
-    return particles, log_w, log_z, failed, info, history
+    return particles, jnp.where(failed, -jnp.inf, log_w), log_z, failed, info, history
 
 
 def _outside(observations, path):
@@ -365,7 +368,7 @@ def _final_traces(key, cfg: _Config, model, args, particles: Particles, history:
     return traces
 
 
-@eqx.filter_jit
+@jit
 def _run_compiled(key, model, args, observations, reference, cfg_static):
     ss = state_space(model, args)
     cfg = _Config(ss, *cfg_static)
@@ -511,7 +514,7 @@ def backward_sample(key: jax.Array, model: ppl.GenFn, args: tuple, result: SMCRe
     return _backward_compiled(key, model, tuple(args), result.history, result.traces, n_samples)
 
 
-@eqx.filter_jit
+@jit
 def _backward_compiled(key, model, args, history: History, traces, n_samples):
     ss = state_space(model, args)
     scan_args = _scan_args_of(ss, traces, args)

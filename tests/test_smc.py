@@ -122,6 +122,32 @@ def test_impossible_observation_is_flagged_not_nan():
     assert not np.any(np.isnan(np.asarray(res.info.log_marginal_likelihood)))
 
 
+@pytest.mark.parametrize("failing_step", [1, 2])
+def test_nan_weights_are_flagged_and_cleared(failing_step):
+    # a negative observation scale makes every weight of that step NaN (not -inf), at a middle and the last step
+    @ppl.gen
+    def step(x_prev, scale):
+        x = dist.Normal(x_prev, 1.0) @ "x"
+        dist.Normal(x, scale) @ "y"
+        return x
+
+    @ppl.gen
+    def model(scales):
+        return ppl.scan(step, in_axes=(0,))(0.0, scales) @ "steps"
+
+    scales = jnp.ones(3).at[failing_step].set(-1.0)
+    for return_traces in (False, True):
+        res = smc.run(jax.random.key(0), model, (scales,), {"steps": {"y": jnp.zeros(3)}}, n_particles=20,
+                      return_traces=return_traces)
+        assert bool(res.failed)
+        assert res.log_marginal_likelihood() == -jnp.inf
+        assert np.all(np.asarray(res.log_weights) == -np.inf)
+        assert float(res.ess()) == 0.0
+        assert not np.any(np.isnan(np.asarray(res.info.log_marginal_likelihood)))
+        if return_traces:
+            assert not np.any(np.isnan(np.asarray(res.history.log_weights)))
+
+
 def test_mh_rejuvenation_keeps_the_filter_right():
     move = smc.mh_rejuvenation(ppl.sel("x"), n_steps=2)
     log_z = log_z_replicates(200, 100, seed=7, rejuvenation=move)
