@@ -2,6 +2,8 @@
 enumeration is exact, IWAE(K=1) is the ELBO and the bounds are ordered, mean-field VI recovers a
 conjugate posterior, and fit's checkpoints and errors behave."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -196,11 +198,21 @@ def exploding(params):
     return dist.Normal(params["loc"], jnp.exp(params["log_scale"])) @ "z"
 
 
-def test_a_non_finite_gradient_names_the_parameter():
+def test_a_non_finite_gradient_names_the_parameter(tmp_path):
     program = vi.objective(lambda p: jnp.exp(jnp.exp(vi.sample(exploding, p)["z"] * 10.0)))
     with pytest.raises(FloatingPointError, match=r"\['loc'\]|\['log_scale'\]|objective"):
         vi.fit(jax.random.key(0), program, {"loc": 5.0, "log_scale": 0.0}, optimizer=optax.sgd(1.0), steps=20,
                chunk=10, progress_bar=False)
+    # from a finite start, the checkpoint keeps the values of the steps before the blow-up: resuming
+    # with exactly that many steps runs none and hands them back
+    start = {"loc": -0.5, "log_scale": -3.0}
+    kwargs = dict(optimizer=optax.sgd(0.2), chunk=5, progress_bar=False, checkpoint=tmp_path / "fit.eqx")
+    with pytest.raises(FloatingPointError, match=r"stopped at step") as error:
+        vi.fit(jax.random.key(0), program, start, steps=60, **kwargs)
+    failed_at = int(re.search(r"step (\d+)", str(error.value)).group(1))
+    assert failed_at > 5 and failed_at % 5  # past the first chunk, within a chunk
+    resumed = vi.fit(jax.random.key(0), program, start, steps=failed_at, **kwargs)
+    assert resumed.values.shape == (failed_at,) and np.all(np.isfinite(resumed.values))
 
 
 def test_bad_input_is_named():

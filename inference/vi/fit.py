@@ -53,8 +53,8 @@ def _initial_state(optimizer, params) -> _State:
 @eqx.filter_jit
 def _chunk(objective: Objective, optimizer, state: _State | Any, key, args, steps: jax.Array, cfg, careful: bool,
            first: bool = False):
-    """Run `steps`. Fast mode returns (values, whether each value was finite) and whether the parameters are
-    finite; careful mode (a rerun after a non-finite value or parameter) returns per-parameter gradient
+    """Run `steps`. Fast mode returns the values and whether every value and parameter is finite (one
+    scalar: a call's outputs each cost time to hand back); careful mode (a rerun after a non-finite value or parameter) returns per-parameter gradient
     finiteness instead and leaves the state at the last finite step. With `first`, `state` holds the initial
     parameters and the optimizer's state is made here (in the same compiled call)."""
     num_samples, baseline, decay = cfg
@@ -72,7 +72,7 @@ def _chunk(objective: Objective, optimizer, state: _State | Any, key, args, step
         ema = decay * state.baseline + (1.0 - decay) * value if baseline == "ema" else state.baseline
         new = _State(optax.apply_updates(state.params, updates), opt_state, ema, state.step + 1)
         if not careful:  # a non-finite gradient makes the parameters non-finite: checked once per chunk
-            return new, (value, jnp.isfinite(value))
+            return new, value
         finite = jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])
         ok = jnp.isfinite(value) & jnp.all(finite)
         return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, state), (value, finite)
@@ -80,8 +80,8 @@ def _chunk(objective: Objective, optimizer, state: _State | Any, key, args, step
     final, outputs = jax.lax.scan(one, state, steps)
     if careful:
         return final, outputs
-    params_finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(final.params)]))
-    return final, outputs, params_finite
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in [outputs, *jax.tree.leaves(final.params)]]))
+    return final, outputs, finite
 
 
 
@@ -133,41 +133,39 @@ def fit(
         raise ValueError(f"chunk must be a positive int, got {chunk!r}")
     cfg = (num_samples, "ema" if baseline == "ema" else baseline, float(baseline_decay))
     state, first = params, True  # the first chunk makes the optimizer's state
-    values = np.full(steps, np.nan, np.float32)
+    done = []  # the values of the steps run, as arrays (a single-chunk fit hands its own back)
     start = 0
     if checkpoint is not None and os.path.exists(checkpoint):
         with open(checkpoint, "rb") as f:  # the state, then the values so far
             state, first = eqx.tree_deserialise_leaves(f, _initial_state(optimizer, params)), False
-            done = np.load(f)
-        values[: len(done)] = done[:steps]
+            done = [np.load(f)[:steps]]
         start = int(state.step)
-    names = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
     # no bar object at all when it is off: making and updating a disabled bar costs more than a short fit's steps
     bar = tqdm(total=steps, initial=start, desc="vi.fit") if progress_bar else None
     with bar or contextlib.nullcontext():
         while start < steps:
             stop = min(start + chunk, steps)  # a shorter last chunk compiles once more
             index = np.arange(start, stop)
-            new_state, (chunk_values, ok), params_finite = _chunk(objective, optimizer, state, key, args, index, cfg,
-                                                                  False, first)
-            chunk_values, n = np.asarray(chunk_values), stop - start
-            if not (np.asarray(ok).all() and bool(params_finite)):  # rerun the chunk carefully: which step, which parameter
-                state, (_, finite) = _chunk(objective, optimizer, state, key, args, index, cfg, True, first)
-                ok = np.asarray(ok) & np.asarray(finite).all(axis=1)
+            new_state, chunk_values, finite = _chunk(objective, optimizer, state, key, args, index, cfg, False, first)
+            if not bool(finite):  # rerun the chunk carefully: which step, which parameter
+                state, (_, grads_finite) = _chunk(objective, optimizer, state, key, args, index, cfg, True, first)
+                ok = np.isfinite(np.asarray(chunk_values)) & np.asarray(grads_finite).all(axis=1)
                 i = int(np.argmin(ok))
-                leaves = [names[j] for j in np.flatnonzero(~np.asarray(finite)[i])] or ["(the objective value)"]
+                names = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+                leaves = [names[j] for j in np.flatnonzero(~np.asarray(grads_finite)[i])] or ["(the objective value)"]
                 if checkpoint is not None:
-                    _save(checkpoint, state, values[: start + i])
+                    _save(checkpoint, state, np.concatenate([*done, np.asarray(chunk_values)[:i]]))
                 raise FloatingPointError(
                     f"vi.fit stopped at step {start + i}: the objective was {chunk_values[i]} and the gradient of "
                     f"params{leaves[0]} was not finite; lower the learning rate, bound the guide's scales, or check "
                     "the model's log density there"
                 )
-            state, first, values[start:stop] = new_state, False, chunk_values
-            start = stop
+            state, first, start = new_state, False, stop
+            done.append(chunk_values)
             if checkpoint is not None:
-                _save(checkpoint, state, values[:stop])
+                done = [np.concatenate(done)]
+                _save(checkpoint, state, done[0])
             if bar is not None:
                 bar.set_postfix(objective=f"{np.mean(chunk_values):.4g}")
-                bar.update(n)
-    return FitResult(state.params, jnp.asarray(values), state.opt_state)
+                bar.update(len(index))
+    return FitResult(state.params, jnp.concatenate(done) if len(done) > 1 else jnp.asarray(done[0]), state.opt_state)
