@@ -44,6 +44,7 @@ __all__ = [
     "SCHEMES",
     "Scheme",
     "categorical",
+    "conditional_systematic",
     "ess",
     "get",
     "multinomial",
@@ -91,11 +92,12 @@ def _rescaled(log_weights: jax.Array) -> jax.Array:
     return jnp.exp(log_weights - jnp.where(jnp.isfinite(top), top, 0.0))
 
 
-def _search(weights: jax.Array, u: jax.Array) -> jax.Array:
+def _search(weights: jax.Array, u: jax.Array, cdf: jax.Array | None = None) -> jax.Array:
     """Inverse-CDF lookup on nonnegative unnormalised `weights`: for each `u_k` in [0, 1), the `i`
-    with `W_{i-1} <= u_k < W_i`, where `W` is the normalised CDF; never a zero-weight `i`."""
+    with `W_{i-1} <= u_k < W_i`, where `W` is the normalised CDF; never a zero-weight `i`.
+    `cdf`, when the caller has it, is `cumsum(weights)`."""
     n = weights.shape[0]
-    cdf = jnp.cumsum(weights)
+    cdf = jnp.cumsum(weights) if cdf is None else cdf
     # Rounding can put u * total at or past the last CDF value; those points go to the last particle.
     idx = jnp.minimum(jnp.searchsorted(cdf, u * cdf[-1], side="right"), n - 1)
     # A parallel prefix sum (XLA's cumsum) may round so that a zero weight gets a sliver of the CDF,
@@ -155,6 +157,29 @@ def systematic(key: jax.Array, log_weights: jax.Array, n: int | None = None) -> 
     n = _size(log_weights, n)
     u = (jnp.arange(n) + jax.random.uniform(key)) / n
     return _search(_rescaled(log_weights), u)
+
+
+def conditional_systematic(key: jax.Array, log_weights: jax.Array, ancestor: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Systematic resampling given that some slot draws `ancestor`: `(ancestors, that slot)`.
+
+    The conditional resampling of conditional SMC (Chopin & Singh 2015). The slot `k`
+    held by the reference is uniform a priori, so given that it draws particle `a`,
+    `(k, U)` is uniform on the pairs whose point `(k + U) / n` falls in `a`'s stretch
+    `[W_{a-1}, W_a)` of the CDF: `k + U` is uniform on `n [W_{a-1}, W_a)`. The other
+    slots then take the systematic points of that `U`, with the law of a systematic
+    draw given `A_k = a`, which keeps the CSMC kernel exact. One uniform and ordered
+    searches, as for `systematic`, against N of each for a conditional multinomial draw.
+    """
+    n = _size(log_weights, None)
+    weights = _rescaled(log_weights)
+    cdf = jnp.cumsum(weights)
+    lower = jnp.where(ancestor > 0, cdf[jnp.maximum(ancestor - 1, 0)], 0.0)
+    position = n * (lower + jax.random.uniform(key) * (cdf[ancestor] - lower)) / cdf[-1]
+    slot = jnp.clip(jnp.floor(position), 0, n - 1).astype(jnp.int32)
+    u = jnp.clip(position - slot, 0.0, jnp.nextafter(jnp.float32(1.0), 0.0))
+    ancestors = _search(weights, (jnp.arange(n) + u) / n, cdf)
+    # rounding may put the slot's own point just outside a's stretch: the slot holds a exactly
+    return jnp.where(jnp.arange(n) == slot, ancestor, ancestors).astype(jnp.int32), slot
 
 
 def residual(key: jax.Array, log_weights: jax.Array, n: int | None = None) -> jax.Array:

@@ -147,11 +147,11 @@ def _gather(tree, idx):
     return jax.tree.map(lambda x: x[idx], tree)
 
 
-def _set_slot0(tree, value):
-    # a select fuses with the computation of `tree`; an in-place update of slot 0 made XLA copy every leaf
+def _set_slot(tree, slot, value):
+    # a select fuses with the computation of `tree`; an in-place update of one slot made XLA copy every leaf
     def put(x, v):
-        first = (jnp.arange(x.shape[0]) == 0).reshape((-1,) + (1,) * (x.ndim - 1))
-        return jnp.where(first, v, x)
+        here = (jnp.arange(x.shape[0]) == slot).reshape((-1,) + (1,) * (x.ndim - 1))
+        return jnp.where(here, v, x)
 
     return jax.tree.map(put, tree, value)
 
@@ -224,7 +224,8 @@ def _step(cfg: _Config, observations, reference):
     """The body of the time loop."""
 
     def body(state, inputs):
-        particles, log_w, lse_w, ess_w, log_z, failed = state  # lse_w, ess_w: of log_w, from the last step
+        # lse_w, ess_w: of log_w, from the last step; ref_slot: the reference's slot under CSMC
+        particles, log_w, lse_w, ess_w, log_z, failed, ref_slot = state
         keys, t = inputs
         k_res, k_ext, k_as, k_rej = keys
         n = cfg.n
@@ -237,20 +238,22 @@ def _step(cfg: _Config, observations, reference):
             do_resample = (t > 0) & (ess_w < cfg.threshold * n)
 
         def resample(particles):
+            slot = ref_slot
             if reference is None:
                 ancestors = resampling.get(cfg.scheme)(k_res, log_w, n)
-            else:  # conditional multinomial resampling: slot 0 follows the reference, the others are i.i.d.
-                slot0 = _ancestor_of_reference(cfg, k_as, particles, log_w, reference, observations, t) if cfg.ancestor_sampling else 0
-                ancestors = jnp.concatenate([jnp.reshape(slot0, (1,)).astype(jnp.int32),
-                                             resampling.categorical(k_res, log_w, n - 1)])
+            else:  # conditional systematic: the reference's slot is drawn with the others' ancestors
+                ref_ancestor = _ancestor_of_reference(cfg, k_as, particles, log_w, reference, observations, t) \
+                    if cfg.ancestor_sampling else ref_slot
+                ancestors, slot = resampling.conditional_systematic(k_res, log_w, ref_ancestor)
             kept = ancestors if cfg.keep_history else None  # a filter that keeps no history writes none
-            return _constrain(cfg, _gather(particles, ancestors)), kept, jnp.zeros(n), jnp.log(n).astype(lse_w.dtype)
+            return (_constrain(cfg, _gather(particles, ancestors)), kept, jnp.zeros(n),
+                    jnp.log(n).astype(lse_w.dtype), slot)
 
         def keep(particles):
-            return particles, jnp.arange(n) if cfg.keep_history else None, log_w, lse_w
+            return particles, jnp.arange(n) if cfg.keep_history else None, log_w, lse_w, ref_slot
 
         # lax.cond skips the O(N log N) search and the gather on steps that do not resample
-        particles, ancestors, log_w, lse_w = jax.lax.cond(do_resample, resample, keep, particles)
+        particles, ancestors, log_w, lse_w, ref_slot = jax.lax.cond(do_resample, resample, keep, particles)
 
         # extend: the particles share k_ext, each drawing from its own stream of it (see ppl.streams)
         obs_t = cfg.ss.step_constraints(observations, t)
@@ -258,9 +261,8 @@ def _step(cfg: _Config, observations, reference):
             jnp.arange(n), particles)
         if reference is not None:
             ref_t = jax.tree.map(lambda x: x[t], reference)
-            first = _gather(particles, 0)
-            ref_tr, ref_inc = _reference_weight(cfg, k_ext, first, ref_t, obs_t, t)
-            traces, inc = _set_slot0(traces, ref_tr), inc.at[0].set(ref_inc)
+            ref_tr, ref_inc = _reference_weight(cfg, k_ext, _gather(particles, ref_slot), ref_t, obs_t, t)
+            traces, inc = _set_slot((traces, inc), ref_slot, (ref_tr, ref_inc))
 
         # rejuvenate: an MCMC move that leaves the step's target invariant keeps the weights proper
         acceptance = jnp.zeros(())
@@ -272,7 +274,7 @@ def _step(cfg: _Config, observations, reference):
 
             moved, accepted = jax.vmap(move)(jax.random.split(k_rej, n), traces, particles)
             if reference is not None:  # the reference stays as it is
-                moved = _set_slot0(moved, _gather(traces, 0))
+                moved = _set_slot(moved, ref_slot, _gather(traces, ref_slot))
             traces, acceptance = moved, jnp.mean(accepted)
 
         # a failed run stays failed (Ẑ = 0); the where fuses with the sum, where this step's failure (weights
@@ -291,7 +293,7 @@ def _step(cfg: _Config, observations, reference):
         record = History(ancestors, traces.choices, carry if cfg.keep_history is True else None,
                          jnp.where(failed, -jnp.inf, new_log_w)) \
             if cfg.keep_history else None
-        return (particles, new_log_w, total_new, new_ess, log_z, failed), (info, record)
+        return (particles, new_log_w, total_new, new_ess, log_z, failed, ref_slot), (info, record)
 
     return body
 
@@ -327,14 +329,23 @@ def _run(key, cfg: _Config, args: tuple, observations, reference_prefix, referen
     lse_w = logsumexp(log_w)
     log_z0 = lse_w - jnp.log(cfg.n)
     failed = ~jnp.isfinite(log_z0)
-    state = (particles, log_w, lse_w, resampling.ess(log_w, lse_w), jnp.where(failed, -jnp.inf, log_z0), failed)
+    ref_slot = jnp.zeros((), jnp.int32)  # the first particles are i.i.d.: the reference may start anywhere
+    state = (particles, log_w, lse_w, resampling.ess(log_w, lse_w), jnp.where(failed, -jnp.inf, log_z0), failed,
+             ref_slot)
     T = cfg.ss.length
     body = _step(cfg, observations, reference_steps)
-    (particles, log_w, _, _, log_z, failed), (info, history) = jax.lax.scan(
+    (particles, log_w, _, _, log_z, failed, ref_slot), (info, history) = jax.lax.scan(
         # every step's four keys in one vectorised hash (a split inside the loop is a loop of its own per step)
         body, state, (jax.random.split(k_steps, (T, 4)), jnp.arange(T))
     )
-    return particles, jnp.where(failed, -jnp.inf, log_w), log_z, failed, info, history
+    return particles, jnp.where(failed, -jnp.inf, log_w), log_z, failed, info, history, ref_slot
+
+
+def _reference_first(particles: Particles, log_w, history: History, slot):
+    """The final particles relabelled so that the reference's is slot 0 (their order is free: nothing follows)."""
+    order = jnp.arange(log_w.shape[0]).at[0].set(slot).at[slot].set(0)
+    history = jax.tree.map(lambda x: x.at[-1].set(x[-1][order]), history)
+    return _gather(particles, order), log_w[order], history
 
 
 def _outside(observations, path):
@@ -373,7 +384,10 @@ def _run_compiled(key, model, args, observations, reference, cfg_static):
     ss = state_space(model, args)
     cfg = _Config(ss, *cfg_static)
     ref_prefix, ref_steps = (None, None) if reference is None else reference
-    particles, log_w, log_z, failed, info, history = _run(key, cfg, args, observations, ref_prefix, ref_steps)
+    particles, log_w, log_z, failed, info, history, ref_slot = _run(key, cfg, args, observations, ref_prefix,
+                                                                    ref_steps)
+    if reference is not None:
+        particles, log_w, history = _reference_first(particles, log_w, history, ref_slot)
     traces = None
     if cfg.keep_history is True:
         traces = _constrain(cfg, _final_traces(jax.random.fold_in(key, 1), cfg, model, args, particles, history))
@@ -491,7 +505,7 @@ class _CSMCStep(eqx.Module):
                       None)
         prefix = _outside(trace.choices, ss.path)
         reference = ppl.choicemap.subconstraint(trace.choices, ss.path)
-        _, log_w, _, failed, _, history = _run(k_run, cfg, args, self.observations, prefix, reference)
+        _, log_w, _, failed, _, history, _ = _run(k_run, cfg, args, self.observations, prefix, reference)
         if self.backward_sampling:
             steps = _backward_one(k_pick, ss, ss.generate_prefix(k_gen, prefix, args).scan_args, history)
         else:

@@ -263,6 +263,18 @@ def _hmm_enumerate_path_logjoints(ys, pi, A, mu, sigma) -> tuple[np.ndarray, np.
     return paths, lp
 
 
+def hmm_enumerate_paths(
+    ys: ArrayLike,
+    pi: ArrayLike,
+    A: ArrayLike,
+    mu: ArrayLike,
+    sigma: ArrayLike,
+) -> tuple[np.ndarray, np.ndarray]:
+    """All K^T state paths (K^T, T), in lexicographic order, and their posterior probabilities p(z | y). Tiny T only."""
+    paths, lp = _hmm_enumerate_path_logjoints(ys, pi, A, mu, sigma)
+    return paths, np.exp(lp - _logsumexp(lp))
+
+
 def hmm_enumerate_smoothing(
     ys: ArrayLike,
     pi: ArrayLike,
@@ -271,8 +283,7 @@ def hmm_enumerate_smoothing(
     sigma: ArrayLike,
 ) -> np.ndarray:
     """Posterior marginals p(z_t = k | y) (T, K) by brute-force enumeration. Tiny T only."""
-    paths, lp = _hmm_enumerate_path_logjoints(ys, pi, A, mu, sigma)
-    w = np.exp(lp - _logsumexp(lp))
+    paths, w = hmm_enumerate_paths(ys, pi, A, mu, sigma)
     T = paths.shape[1]
     K = np.asarray(pi).shape[0]
     out = np.zeros((T, K))

@@ -1,5 +1,6 @@
 """Resampling schemes: unbiased offspring counts, variance ordering, -inf weights, shapes, scale."""
 
+import collections
 import functools
 
 import jax
@@ -194,3 +195,33 @@ def test_categorical_draws_are_iid_with_the_weights():
     table = np.zeros((live.size, live.size))
     np.add.at(table, (index[:, 0], index[:, 1]), 1)
     assert stats.chi2_contingency(table).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("ancestor", [0, 1, 3, 4])
+def test_conditional_systematic_has_the_conditional_law(ancestor):
+    """(slot, ancestors) from `conditional_systematic` against the exact law of a systematic draw and a
+    uniform slot given that the slot drew `ancestor`: every outcome's probability from a fine grid of U."""
+    from scipy import stats
+
+    w = np.array([0.1, 0.35, 0.2, 0.05, 0.3])
+    n = len(w)
+    cdf = np.cumsum(w)
+    grid = (np.arange(200_000) + 0.5) / 200_000
+    table = np.minimum(np.searchsorted(cdf, (np.arange(n) + grid[:, None]) / n, side="right"), n - 1)
+    exact: dict = {}
+    for slot in range(n):
+        for row in table[table[:, slot] == ancestor]:
+            exact[(slot, *row)] = exact.get((slot, *row), 0.0) + 1.0
+    total = sum(exact.values())
+
+    draw = jax.jit(jax.vmap(lambda k: resampling.conditional_systematic(k, jnp.log(jnp.asarray(w)), ancestor)))
+    ancestors, slots = map(np.asarray, draw(jax.random.split(jax.random.key(ancestor), R)))
+    assert np.all(ancestors[np.arange(R), slots] == ancestor)
+    observed = collections.Counter((int(s), *map(int, a)) for s, a in zip(slots, ancestors))
+    assert set(observed) <= set(exact), set(observed) - set(exact)
+    keys = sorted(exact)
+    expected = R * np.array([exact[k] for k in keys]) / total
+    if len(keys) == 1:  # a light particle (n w < 1) makes one outcome certain
+        assert observed[keys[0]] == R
+    else:
+        assert stats.chisquare([observed[k] for k in keys], expected).pvalue > 1e-3, (keys, observed, expected)

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import oracles
 import pytest
+from scipy import stats
 
 import ppl
 from inference import importance, smc
@@ -224,6 +225,37 @@ def test_hmm_matches_forward_algorithm():
     z = np.asarray(res.history.choices["z"])
     est = np.stack([np.sum(w * (z == k), axis=1) for k in range(3)], axis=1)
     assert np.max(np.abs(est - probs)) < 0.03
+
+
+@pytest.mark.parametrize("mode", ["plain", "ancestor sampling", "backward sampling"])
+def test_csmc_kernel_leaves_the_exact_posterior_invariant(mode):
+    """One CSMC sweep from exact posterior draws gives exact posterior draws: chi-square over all 81 paths.
+
+    Three particles and four steps: the reference takes a third of the slots, so a conditional
+    resampling with the wrong law given the reference's ancestor shows at once.
+    """
+    n_steps, draws = 4, 20_000
+    flags = jnp.arange(n_steps) == 0
+    ys = np.array([-1.0, -0.8, 1.0, 1.5])
+    paths, probs = oracles.hmm_enumerate_paths(ys, np.asarray(PI), np.asarray(TRANS), np.asarray(MU), np.asarray(SIGMA))
+    obs = {"steps": {"y": jnp.asarray(ys, jnp.float32)}}
+    start = paths[np.random.default_rng(11).choice(len(paths), size=draws, p=probs)]
+    kernel = smc.csmc_kernel(obs, 3, ancestor_sampling=mode == "ancestor sampling",
+                             backward_sampling=mode == "backward sampling")
+
+    @jax.jit
+    def sweep(key, z):
+        trace, _ = hmm.generate(key, {"steps": {"z": z, **obs["steps"]}}, flags)
+        return kernel.step(jax.random.fold_in(key, 1), trace, hmm, (flags,))[0].choices["steps"]["z"]
+
+    moved = np.asarray(jax.vmap(sweep)(jax.random.split(jax.random.key(12), draws), jnp.asarray(start, jnp.int32)))
+    assert np.mean(np.any(moved != start, axis=1)) > 0.2  # the sweep does move
+    index = moved @ (3 ** np.arange(n_steps)[::-1])  # paths are in lexicographic order
+    counts, expected = np.bincount(index, minlength=len(paths)), draws * probs
+    rare = expected < 5  # pooled into one cell
+    observed = np.append(counts[~rare], counts[rare].sum())
+    expected = np.append(expected[~rare], expected[rare].sum())
+    assert stats.chisquare(observed, expected).pvalue > 1e-3, (observed, expected.round(1))
 
 
 def test_importance_sampling_on_the_lgssm():
