@@ -43,6 +43,7 @@ import jax.numpy as jnp
 __all__ = [
     "SCHEMES",
     "Scheme",
+    "ancestor_sampled_systematic",
     "categorical",
     "conditional_systematic",
     "ess",
@@ -170,9 +171,28 @@ def conditional_systematic(key: jax.Array, log_weights: jax.Array, ancestor: jax
     draw given `A_k = a`, which keeps the CSMC kernel exact. One uniform and ordered
     searches, as for `systematic`, against N of each for a conditional multinomial draw.
     """
-    n = _size(log_weights, None)
+    _size(log_weights, None)
     weights = _rescaled(log_weights)
-    cdf = jnp.cumsum(weights)
+    return _conditional_systematic(key, weights, jnp.cumsum(weights), ancestor)
+
+
+def ancestor_sampled_systematic(key: jax.Array, log_weights: jax.Array,
+                                ancestor_log_weights: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """`conditional_systematic` given an ancestor drawn with probabilities ∝ exp(`ancestor_log_weights`).
+
+    Ancestor sampling's draw (Lindsten, Jordan & Schön 2014), with one prefix sum
+    for both CDFs. Returns `(ancestors, the slot that drew the sampled ancestor)`.
+    """
+    _size(log_weights, None)
+    k_ancestor, k_slot = jax.random.split(key)
+    both = jnp.stack([_rescaled(log_weights), _rescaled(ancestor_log_weights)])
+    cdfs = jnp.cumsum(both, axis=1)
+    ancestor = _search(both[1], jax.random.uniform(k_ancestor, (1,)), cdfs[1])[0]
+    return _conditional_systematic(k_slot, both[0], cdfs[0], ancestor)
+
+
+def _conditional_systematic(key, weights, cdf, ancestor):
+    n = weights.shape[0]
     lower = jnp.where(ancestor > 0, cdf[jnp.maximum(ancestor - 1, 0)], 0.0)
     position = n * (lower + jax.random.uniform(key) * (cdf[ancestor] - lower)) / cdf[-1]
     slot = jnp.clip(jnp.floor(position), 0, n - 1).astype(jnp.int32)

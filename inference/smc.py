@@ -227,7 +227,7 @@ def _step(cfg: _Config, observations, reference):
         # lse_w, ess_w: of log_w, from the last step; ref_slot: the reference's slot under CSMC
         particles, log_w, lse_w, ess_w, log_z, failed, ref_slot = state
         keys, t = inputs
-        k_res, k_ext, k_as, k_rej = keys
+        k_res, k_ext, k_rej = keys
         n = cfg.n
 
         # resample (never before the first step; always under CSMC)
@@ -241,10 +241,11 @@ def _step(cfg: _Config, observations, reference):
             slot = ref_slot
             if reference is None:
                 ancestors = resampling.get(cfg.scheme)(k_res, log_w, n)
-            else:  # conditional systematic: the reference's slot is drawn with the others' ancestors
-                ref_ancestor = _ancestor_of_reference(cfg, k_as, particles, log_w, reference, observations, t) \
-                    if cfg.ancestor_sampling else ref_slot
-                ancestors, slot = resampling.conditional_systematic(k_res, log_w, ref_ancestor)
+            elif cfg.ancestor_sampling:  # conditional systematic: the reference's slot is drawn with the others'
+                ancestors, slot = resampling.ancestor_sampled_systematic(
+                    k_res, log_w, _ancestor_log_weights(cfg, particles, log_w, reference, t))
+            else:
+                ancestors, slot = resampling.conditional_systematic(k_res, log_w, ref_slot)
             kept = ancestors if cfg.keep_history else None  # a filter that keeps no history writes none
             return (_constrain(cfg, _gather(particles, ancestors)), kept, jnp.zeros(n),
                     jnp.log(n).astype(lse_w.dtype), slot)
@@ -298,16 +299,15 @@ def _step(cfg: _Config, observations, reference):
     return body
 
 
-def _ancestor_of_reference(cfg: _Config, key, particles, log_w, reference, observations, t):
-    """Ancestor sampling: slot 0's ancestor ∝ w_{t-1}^i p(x_t^ref, y_t | carry_{t-1}^i)."""
+def _ancestor_log_weights(cfg: _Config, particles, log_w, reference, t):
+    """Ancestor sampling: the reference's ancestor is drawn ∝ w_{t-1}^i p(x_t^ref, y_t | carry_{t-1}^i)."""
     ref_t = jax.tree.map(lambda x: x[t], reference)
 
     def log_transition(p):
         args = cfg.step_args(p, t)
         return cfg.ss.step.assess(ref_t, *args)[0]
 
-    logits = log_w + jax.vmap(log_transition)(particles)
-    return resampling.categorical(key, logits, 1)[0]
+    return log_w + jax.vmap(log_transition)(particles)
 
 
 def _run(key, cfg: _Config, args: tuple, observations, reference_prefix, reference_steps):
@@ -335,8 +335,8 @@ def _run(key, cfg: _Config, args: tuple, observations, reference_prefix, referen
     T = cfg.ss.length
     body = _step(cfg, observations, reference_steps)
     (particles, log_w, _, _, log_z, failed, ref_slot), (info, history) = jax.lax.scan(
-        # every step's four keys in one vectorised hash (a split inside the loop is a loop of its own per step)
-        body, state, (jax.random.split(k_steps, (T, 4)), jnp.arange(T))
+        # every step's three keys in one vectorised hash (a split inside the loop is a loop of its own per step)
+        body, state, (jax.random.split(k_steps, (T, 3)), jnp.arange(T))
     )
     return particles, jnp.where(failed, -jnp.inf, log_w), log_z, failed, info, history, ref_slot
 

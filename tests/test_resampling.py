@@ -197,31 +197,53 @@ def test_categorical_draws_are_iid_with_the_weights():
     assert stats.chi2_contingency(table).pvalue > 1e-3
 
 
-@pytest.mark.parametrize("ancestor", [0, 1, 3, 4])
-def test_conditional_systematic_has_the_conditional_law(ancestor):
-    """(slot, ancestors) from `conditional_systematic` against the exact law of a systematic draw and a
-    uniform slot given that the slot drew `ancestor`: every outcome's probability from a fine grid of U."""
+W_COND = np.array([0.1, 0.35, 0.2, 0.05, 0.3])
+
+
+def _conditional_systematic_law(ancestor: int) -> dict:
+    """{(slot, *ancestors): probability} of a systematic draw of W_COND and a uniform slot, given that the
+    slot drew `ancestor`, from a fine grid of the shared uniform."""
+    n = len(W_COND)
+    grid = (np.arange(200_000) + 0.5) / 200_000
+    table = np.minimum(np.searchsorted(np.cumsum(W_COND), (np.arange(n) + grid[:, None]) / n, side="right"), n - 1)
+    law = collections.Counter()
+    for slot in range(n):
+        law.update((slot, *map(int, row)) for row in table[table[:, slot] == ancestor])
+    total = sum(law.values())
+    return {k: v / total for k, v in law.items()}
+
+
+def _check_law(slots, ancestors, law: dict):
     from scipy import stats
 
-    w = np.array([0.1, 0.35, 0.2, 0.05, 0.3])
-    n = len(w)
-    cdf = np.cumsum(w)
-    grid = (np.arange(200_000) + 0.5) / 200_000
-    table = np.minimum(np.searchsorted(cdf, (np.arange(n) + grid[:, None]) / n, side="right"), n - 1)
-    exact: dict = {}
-    for slot in range(n):
-        for row in table[table[:, slot] == ancestor]:
-            exact[(slot, *row)] = exact.get((slot, *row), 0.0) + 1.0
-    total = sum(exact.values())
+    observed = collections.Counter((int(s), *map(int, a)) for s, a in zip(slots, ancestors))
+    assert set(observed) <= set(law), set(observed) - set(law)
+    keys = sorted(law)
+    if len(keys) == 1:  # a light particle (n w < 1) makes one outcome certain
+        assert observed[keys[0]] == len(slots)
+        return
+    expected = len(slots) * np.array([law[k] for k in keys])
+    assert stats.chisquare([observed[k] for k in keys], expected).pvalue > 1e-3, (keys, observed, expected)
 
-    draw = jax.jit(jax.vmap(lambda k: resampling.conditional_systematic(k, jnp.log(jnp.asarray(w)), ancestor)))
+
+@pytest.mark.parametrize("ancestor", [0, 1, 3, 4])
+def test_conditional_systematic_has_the_conditional_law(ancestor):
+    """(slot, ancestors) against the exact law of a systematic draw and a uniform slot given that the slot drew
+    `ancestor`; the slot holds `ancestor` exactly."""
+    draw = jax.jit(jax.vmap(lambda k: resampling.conditional_systematic(k, jnp.log(jnp.asarray(W_COND)), ancestor)))
     ancestors, slots = map(np.asarray, draw(jax.random.split(jax.random.key(ancestor), R)))
     assert np.all(ancestors[np.arange(R), slots] == ancestor)
-    observed = collections.Counter((int(s), *map(int, a)) for s, a in zip(slots, ancestors))
-    assert set(observed) <= set(exact), set(observed) - set(exact)
-    keys = sorted(exact)
-    expected = R * np.array([exact[k] for k in keys]) / total
-    if len(keys) == 1:  # a light particle (n w < 1) makes one outcome certain
-        assert observed[keys[0]] == R
-    else:
-        assert stats.chisquare([observed[k] for k in keys], expected).pvalue > 1e-3, (keys, observed, expected)
+    _check_law(slots, ancestors, _conditional_systematic_law(ancestor))
+
+
+def test_ancestor_sampled_systematic_mixes_the_conditional_laws():
+    """The ancestor is drawn with the ancestor weights, then the rest as `conditional_systematic` given it."""
+    ancestor_w = np.array([0.3, 0.1, 0.0, 0.4, 0.2])
+    draw = jax.jit(jax.vmap(lambda k: resampling.ancestor_sampled_systematic(
+        k, jnp.log(jnp.asarray(W_COND)), jnp.log(jnp.asarray(ancestor_w)))))
+    ancestors, slots = map(np.asarray, draw(jax.random.split(jax.random.key(5), R)))
+    law = collections.Counter()
+    for a, p in enumerate(ancestor_w):
+        if p > 0:
+            law.update({k: p * q for k, q in _conditional_systematic_law(a).items()})
+    _check_law(slots, ancestors, law)
