@@ -10,8 +10,9 @@ jitted alone too.
     python benchmarks/bench_pgibbs.py [--particles 10,100,1000] [--T 50,200] [--repeats 5]
 
 Prints, for each (N, T), sweeps per second (median of `--repeats` timed runs, compilation
-excluded, implementations taking turns) of CSMC with ancestor sampling (the default),
-without it, and with backward sampling, then the ratio of a sweep's time to one
+excluded, implementations taking turns) of CSMC with ancestor sampling (the default: an
+exact draw from N densities per step), with its Metropolis-Hastings variant (two densities
+per step), without it, and with backward sampling, then the ratio of a sweep's time to one
 `smc.run(return_traces=False)` (goal <= 1.2 for the default sweep) and to
 `smc.run(return_traces=True)` (which, like a sweep, keeps the per-step history), and
 the compile seconds of the sweep and of the filter.
@@ -52,6 +53,7 @@ def implementations(n: int, T: int) -> dict:
 
     return {
         "sweep (ancestor sampling)": sweep(),
+        "sweep (metropolis ancestor)": sweep(ancestor_sampling="metropolis"),
         "sweep (plain CSMC)": sweep(ancestor_sampling=False),
         "sweep (backward sampling)": sweep(ancestor_sampling=False, backward_sampling=True),
         "smc.run (return_traces=False)": filter_(False),

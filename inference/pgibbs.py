@@ -54,7 +54,7 @@ def run(
     parameter_kernel: Kernel | None = None,
     num_chains: int = 4,
     num_warmup: int = 0,
-    ancestor_sampling: bool = True,
+    ancestor_sampling: bool | str = True,
     backward_sampling: bool = False,
     proposal: ppl.GenFn | None = None,
     init: Any = "prior",
@@ -74,7 +74,8 @@ def run(
             Gibbs give the full conditional as a generative function to
             `kernels.mh_proposal`: an exact conditional is always accepted.
         num_warmup: draws discarded first.
-        ancestor_sampling: redraw the reference's ancestor at each step (see `smc.csmc_kernel`).
+        ancestor_sampling: redraw the reference's ancestor at each step: True (an exact draw from N
+            densities), "metropolis" (one Metropolis-Hastings step, two densities) or False (see `smc.csmc`).
         backward_sampling: draw the new trajectory by backward simulation instead of a lineage.
         proposal: the CSMC proposal of a step's latent choices; None for the step's prior.
         init: the initial trace: "prior" or a choice map (see `mcmc.run`).
@@ -152,7 +153,7 @@ def learn(
     n_particles: int,
     num_steps: int,
     optimizer: optax.GradientTransformation | None = None,
-    ancestor_sampling: bool = True,
+    ancestor_sampling: bool | str = True,
     average: float = 0.5,
     progress_bar: bool = True,
 ) -> LearnResult:

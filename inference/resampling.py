@@ -35,7 +35,7 @@ return NaN in that case).
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Callable, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -48,6 +48,7 @@ __all__ = [
     "conditional_systematic",
     "ess",
     "get",
+    "metropolis_ancestor_systematic",
     "multinomial",
     "normalize",
     "residual",
@@ -93,12 +94,38 @@ def _rescaled(log_weights: jax.Array) -> jax.Array:
     return jnp.exp(log_weights - jnp.where(jnp.isfinite(top), top, 0.0))
 
 
+_BLOCK = 32
+
+
+def _prefix_sum(x: jax.Array) -> jax.Array:
+    """`jnp.cumsum` along the last axis of a float array, faster on a CPU from a thousand entries on.
+
+    XLA's CPU cumsum is a log-depth scan of strided slices; blocks of 32 summed by
+    one triangular matrix product, plus a cumsum of the block totals, run 2-3x faster
+    (N = 1e3 to 1e5) with the same rounding error. Other platforms keep `jnp.cumsum`
+    (their scans are fast, and a GPU or TPU matmul may round its inputs to lower precision).
+    """
+    n = x.shape[-1]
+    if n < 512:
+        return jnp.cumsum(x, axis=-1)
+
+    def blocked(x):
+        blocks = -(-n // _BLOCK)
+        padded = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, blocks * _BLOCK - n)])
+        within = padded.reshape(*x.shape[:-1], blocks, _BLOCK) @ jnp.triu(jnp.ones((_BLOCK, _BLOCK), x.dtype))
+        totals = within[..., -1]
+        offsets = jnp.cumsum(totals, axis=-1) - totals
+        return (within + offsets[..., None]).reshape(*x.shape[:-1], -1)[..., :n]
+
+    return jax.lax.platform_dependent(x, cpu=blocked, default=lambda x: jnp.cumsum(x, axis=-1))
+
+
 def _search(weights: jax.Array, u: jax.Array, cdf: jax.Array | None = None) -> jax.Array:
     """Inverse-CDF lookup on nonnegative unnormalised `weights`: for each `u_k` in [0, 1), the `i`
     with `W_{i-1} <= u_k < W_i`, where `W` is the normalised CDF; never a zero-weight `i`.
     `cdf`, when the caller has it, is `cumsum(weights)`."""
     n = weights.shape[0]
-    cdf = jnp.cumsum(weights) if cdf is None else cdf
+    cdf = _prefix_sum(weights) if cdf is None else cdf
     # Rounding can put u * total at or past the last CDF value; those points go to the last particle.
     idx = jnp.minimum(jnp.searchsorted(cdf, u * cdf[-1], side="right"), n - 1)
     # A parallel prefix sum (XLA's cumsum) may round so that a zero weight gets a sliver of the CDF,
@@ -118,7 +145,7 @@ def _sorted_uniforms(key: jax.Array, n: int, count: jax.Array | int | None = Non
     (S_0, ..., S_{m-1}) / S_m is distributed as m sorted uniforms. O(n), unlike sorting.
     Entries from `count` on are meaningless.
     """
-    partial_sums = jnp.cumsum(jax.random.exponential(key, (n + 1,)))
+    partial_sums = _prefix_sum(jax.random.exponential(key, (n + 1,)))
     return partial_sums[:n] / partial_sums[n if count is None else count]
 
 
@@ -173,7 +200,7 @@ def conditional_systematic(key: jax.Array, log_weights: jax.Array, ancestor: jax
     """
     _size(log_weights, None)
     weights = _rescaled(log_weights)
-    return _conditional_systematic(key, weights, jnp.cumsum(weights), ancestor)
+    return _conditional_systematic(jax.random.uniform(key), weights, _prefix_sum(weights), ancestor)
 
 
 def ancestor_sampled_systematic(key: jax.Array, log_weights: jax.Array,
@@ -184,17 +211,46 @@ def ancestor_sampled_systematic(key: jax.Array, log_weights: jax.Array,
     for both CDFs. Returns `(ancestors, the slot that drew the sampled ancestor)`.
     """
     _size(log_weights, None)
-    k_ancestor, k_slot = jax.random.split(key)
+    u_ancestor, u_slot = jax.random.uniform(key, (2,))
     both = jnp.stack([_rescaled(log_weights), _rescaled(ancestor_log_weights)])
-    cdfs = jnp.cumsum(both, axis=1)
-    ancestor = _search(both[1], jax.random.uniform(k_ancestor, (1,)), cdfs[1])[0]
-    return _conditional_systematic(k_slot, both[0], cdfs[0], ancestor)
+    cdfs = _prefix_sum(both)
+    return _conditional_systematic(u_slot, both[0], cdfs[0], _draw_one(both[1], cdfs[1], u_ancestor))
 
 
-def _conditional_systematic(key, weights, cdf, ancestor):
+def metropolis_ancestor_systematic(key: jax.Array, log_weights: jax.Array, current: jax.Array,
+                                   log_likelihood: Callable[[jax.Array], jax.Array]) -> tuple[jax.Array, jax.Array]:
+    """`conditional_systematic` given an ancestor moved by one Metropolis-Hastings step from `current`.
+
+    The move targets the ancestor-sampling law, ∝ w_i exp(log_likelihood(i)), with an
+    independent proposal i' ~ w, so it accepts with probability
+    min(1, exp(log_likelihood(i') - log_likelihood(current))). `log_likelihood` maps an
+    array of indices to their values and is called on two, not N: an MCMC step that
+    leaves the ancestor's law invariant keeps conditional SMC exact, at the cost of
+    the N likelihoods of an exact draw.
+    """
+    _size(log_weights, None)
+    u_proposal, u_accept, u_slot = jax.random.uniform(key, (3,))
+    weights = _rescaled(log_weights)
+    cdf = _prefix_sum(weights)
+    proposal = _draw_one(weights, cdf, u_proposal)
+    log_l = log_likelihood(jnp.stack([proposal, current]))
+    ancestor = jnp.where(jnp.log(u_accept) < log_l[0] - log_l[1], proposal, current)
+    return _conditional_systematic(u_slot, weights, cdf, ancestor)
+
+
+def _draw_one(weights, cdf, u):
+    """One inverse-CDF draw: the first positive weight whose CDF passes `u * total`, as one fused pass (a binary
+    search is a loop); a point that rounding puts past the end goes to the last positive weight."""
+    n = weights.shape[0]
+    positive = weights > 0
+    first = jnp.min(jnp.where(positive & (cdf > u * cdf[-1]), jnp.arange(n), n))
+    return jnp.where(first < n, first, jnp.max(jnp.where(positive, jnp.arange(n), 0)))
+
+
+def _conditional_systematic(uniform, weights, cdf, ancestor):
     n = weights.shape[0]
     lower = jnp.where(ancestor > 0, cdf[jnp.maximum(ancestor - 1, 0)], 0.0)
-    position = n * (lower + jax.random.uniform(key) * (cdf[ancestor] - lower)) / cdf[-1]
+    position = n * (lower + uniform * (cdf[ancestor] - lower)) / cdf[-1]
     slot = jnp.clip(jnp.floor(position), 0, n - 1).astype(jnp.int32)
     u = jnp.clip(position - slot, 0.0, jnp.nextafter(jnp.float32(1.0), 0.0))
     ancestors = _search(weights, (jnp.arange(n) + u) / n, cdf)

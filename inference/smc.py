@@ -173,7 +173,7 @@ class _Config(NamedTuple):
     threshold: float
     rejuvenation: Kernel | None
     keep_history: bool | str
-    ancestor_sampling: bool
+    ancestor_sampling: bool | str
     mesh: Any
     args: ScanArgs | None = None
 
@@ -241,9 +241,12 @@ def _step(cfg: _Config, observations, reference):
             slot = ref_slot
             if reference is None:
                 ancestors = resampling.get(cfg.scheme)(k_res, log_w, n)
-            elif cfg.ancestor_sampling:  # conditional systematic: the reference's slot is drawn with the others'
+            elif cfg.ancestor_sampling == "metropolis":  # conditional systematic: the reference's slot is drawn
+                ancestors, slot = resampling.metropolis_ancestor_systematic(        # with the others' ancestors
+                    k_res, log_w, ref_slot, lambda i: _reference_log_likelihood(cfg, _gather(particles, i), reference, t))
+            elif cfg.ancestor_sampling:
                 ancestors, slot = resampling.ancestor_sampled_systematic(
-                    k_res, log_w, _ancestor_log_weights(cfg, particles, log_w, reference, t))
+                    k_res, log_w, log_w + _reference_log_likelihood(cfg, particles, reference, t))
             else:
                 ancestors, slot = resampling.conditional_systematic(k_res, log_w, ref_slot)
             kept = ancestors if cfg.keep_history else None  # a filter that keeps no history writes none
@@ -299,15 +302,16 @@ def _step(cfg: _Config, observations, reference):
     return body
 
 
-def _ancestor_log_weights(cfg: _Config, particles, log_w, reference, t):
-    """Ancestor sampling: the reference's ancestor is drawn ∝ w_{t-1}^i p(x_t^ref, y_t | carry_{t-1}^i)."""
+def _reference_log_likelihood(cfg: _Config, particles, reference, t):
+    """log p(x_t^ref, y_t | carry_{t-1}^i) for each of `particles`: ancestor sampling draws the reference's
+    ancestor ∝ w_{t-1}^i times this."""
     ref_t = jax.tree.map(lambda x: x[t], reference)
 
     def log_transition(p):
         args = cfg.step_args(p, t)
         return cfg.ss.step.assess(ref_t, *args)[0]
 
-    return log_w + jax.vmap(log_transition)(particles)
+    return jax.vmap(log_transition)(particles)
 
 
 def _run(key, cfg: _Config, args: tuple, observations, reference_prefix, reference_steps):
@@ -441,31 +445,38 @@ def csmc(
     observations: dict,
     reference: dict,
     n_particles: int,
-    ancestor_sampling: bool = True,
+    ancestor_sampling: bool | str = True,
     proposal: ppl.GenFn | None = None,
 ) -> SMCResult:
-    """Conditional SMC: `reference` (a full choice map of the model) is kept in slot 0.
+    """Conditional SMC: `reference` (a full choice map of the model) is kept as one of the particles.
 
     Every particle shares the reference's choices before the scan (static
     parameters are conditioned on, as in particle Gibbs). Resampling happens at
-    every step, multinomially: the other N - 1 ancestors are drawn i.i.d. from the
-    weights, which is what keeps the CSMC kernel exact (a sorted or systematic draw
-    with one slot overwritten would not be). The final traces' slot 0 is the
-    reference (up to ancestor sampling rewriting its past).
+    every step, by conditional systematic resampling: the reference's slot and the
+    shared uniform are drawn together given the reference's ancestor, which keeps
+    the CSMC kernel exact (`resampling.conditional_systematic`; overwriting one slot
+    of an ordinary systematic draw would not be). The reference's ancestor is its
+    own past without ancestor sampling; with `ancestor_sampling=True` it is drawn
+    ∝ w_{t-1}^i p(x_t^ref, y_t | carry_{t-1}^i) (N densities per step); with
+    `"metropolis"` it takes one Metropolis-Hastings step towards that law
+    (`resampling.metropolis_ancestor_systematic`: two densities per step, nearly the
+    same mixing). The final traces' slot 0 is the reference (up to ancestor
+    sampling rewriting its past).
     """
-    _check_run_args(n_particles, 1.0, "multinomial", None)
+    _check_run_args(n_particles, 1.0, "systematic", None)
+    _check_ancestor_sampling(ancestor_sampling)
     ss = state_space(model, tuple(args))
     reference = ppl.choicemap.normalize(reference)
     steps = ppl.choicemap.subconstraint(reference, ss.path)
     prefix = _outside(reference, ss.path)
-    cfg = (n_particles, proposal, "multinomial", 1.0, None, True, ancestor_sampling, None)
+    cfg = (n_particles, proposal, "systematic", 1.0, None, True, ancestor_sampling, None)
     return _run_compiled(key, model, tuple(args), ppl.choicemap.normalize(observations), (prefix, steps), cfg)
 
 
 def csmc_kernel(
     observations: dict,
     n_particles: int,
-    ancestor_sampling: bool = True,
+    ancestor_sampling: bool | str = True,
     backward_sampling: bool = False,
     proposal: ppl.GenFn | None = None,
 ) -> Kernel:
@@ -476,12 +487,14 @@ def csmc_kernel(
     held fixed, then draws the new trajectory: the lineage of a particle chosen by
     its final weight, or, with `backward_sampling`, a backward-simulated path
     (Whiteley 2010). Either leaves p(trajectory | parameters, observations)
-    invariant (Andrieu, Doucet & Holenstein 2010). `Info.accepted` says whether the
+    invariant (Andrieu, Doucet & Holenstein 2010). `ancestor_sampling` is as in
+    `csmc` (True, "metropolis" or False). `Info.accepted` says whether the
     trajectory changed. Cycle it with kernels on the parameters for particle Gibbs:
 
         kernels.cycle(smc.csmc_kernel(obs, 20), kernels.nuts(ppl.sel("sigma"), 0.2))
     """
-    _check_run_args(n_particles, 1.0, "multinomial", None)
+    _check_run_args(n_particles, 1.0, "systematic", None)
+    _check_ancestor_sampling(ancestor_sampling)
     step = _CSMCStep(ppl.choicemap.normalize(observations), n_particles, ancestor_sampling, backward_sampling, proposal)
     return Kernel(kernels.identity, step)
 
@@ -492,7 +505,7 @@ class _CSMCStep(eqx.Module):
 
     observations: dict
     n_particles: int = eqx.field(static=True)
-    ancestor_sampling: bool = eqx.field(static=True)
+    ancestor_sampling: bool | str = eqx.field(static=True)
     backward_sampling: bool = eqx.field(static=True)
     proposal: Any = eqx.field(static=True)
 
@@ -501,7 +514,7 @@ class _CSMCStep(eqx.Module):
         ss = state_space(gen_fn, args)
         # the lineage needs ancestors and choices only; backward sampling also needs every step's carries
         history = True if self.backward_sampling else "history"
-        cfg = _Config(ss, self.n_particles, self.proposal, "multinomial", 1.0, None, history, self.ancestor_sampling,
+        cfg = _Config(ss, self.n_particles, self.proposal, "systematic", 1.0, None, history, self.ancestor_sampling,
                       None)
         prefix = _outside(trace.choices, ss.path)
         reference = ppl.choicemap.subconstraint(trace.choices, ss.path)
@@ -573,3 +586,9 @@ def _check_run_args(n_particles, ess_threshold, scheme, mesh) -> None:
             raise ValueError("smc.run shards particles along a one-axis mesh; build jax.sharding.Mesh(devices, ('p',))")
         if n_particles % mesh.devices.size:
             raise ValueError(f"n_particles ({n_particles}) must be a multiple of the mesh size ({mesh.devices.size})")
+
+
+def _check_ancestor_sampling(ancestor_sampling) -> None:
+    if ancestor_sampling not in (True, False, "metropolis"):
+        raise ValueError(f'ancestor_sampling is True (an exact draw), "metropolis" (one Metropolis-Hastings step) or '
+                         f"False, got {ancestor_sampling!r}")

@@ -107,9 +107,10 @@ def test_ancestor_sampling_renews_early_steps_where_plain_csmc_degenerates():
 
     plain, ancestor, backward = rates(ancestor_sampling=False), rates(), rates(ancestor_sampling=False,
                                                                               backward_sampling=True)
+    metropolis = rates(ancestor_sampling="metropolis")
     early = slice(0, 20)
     assert plain[early].mean() < 0.1, plain[early]
-    for renewed in (ancestor, backward):  # every early step moves, most of them most of the time
+    for renewed in (ancestor, metropolis, backward):  # every early step moves, most of them most of the time
         assert renewed[early].mean() > 0.5 and renewed[early].min() > 0.2, renewed[early]
     assert plain[-1] > 0.5  # the last step is renewed by plain CSMC too: degeneracy is a path effect
 
@@ -157,5 +158,7 @@ def test_bad_input_is_named():
         pgibbs.learn(jax.random.key(0), lg_params, {"a": 1}, (flags,), obs, 5, 10)
     with pytest.raises(ValueError, match="n_particles"):
         smc.csmc_kernel(obs, 0)
+    with pytest.raises(ValueError, match="metropolis"):
+        smc.csmc_kernel(obs, 5, ancestor_sampling="mh")
     with pytest.raises(ValueError, match="num_steps"):
         pgibbs.learn(jax.random.key(0), lg_params, {"a": 0.5}, (flags,), obs, 5, 1)

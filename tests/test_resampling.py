@@ -247,3 +247,12 @@ def test_ancestor_sampled_systematic_mixes_the_conditional_laws():
         if p > 0:
             law.update({k: p * q for k, q in _conditional_systematic_law(a).items()})
     _check_law(slots, ancestors, law)
+
+
+@pytest.mark.parametrize("shape", [(100,), (1000,), (2, 4097)])
+def test_prefix_sum_is_a_cumsum(shape):
+    """The CDF helper (blocked on a CPU from 512 entries on) against a float64 cumsum, to float32 rounding."""
+    x = np.random.default_rng(0).exponential(size=shape).astype(np.float32)
+    exact = np.cumsum(x.astype(np.float64), axis=-1)
+    got = np.asarray(jax.jit(resampling._prefix_sum)(jnp.asarray(x)), np.float64)
+    np.testing.assert_allclose(got, exact, rtol=2e-6)

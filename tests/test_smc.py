@@ -227,7 +227,7 @@ def test_hmm_matches_forward_algorithm():
     assert np.max(np.abs(est - probs)) < 0.03
 
 
-@pytest.mark.parametrize("mode", ["plain", "ancestor sampling", "backward sampling"])
+@pytest.mark.parametrize("mode", ["plain", "ancestor sampling", "metropolis", "backward sampling"])
 def test_csmc_kernel_leaves_the_exact_posterior_invariant(mode):
     """One CSMC sweep from exact posterior draws gives exact posterior draws: chi-square over all 81 paths.
 
@@ -240,8 +240,8 @@ def test_csmc_kernel_leaves_the_exact_posterior_invariant(mode):
     paths, probs = oracles.hmm_enumerate_paths(ys, np.asarray(PI), np.asarray(TRANS), np.asarray(MU), np.asarray(SIGMA))
     obs = {"steps": {"y": jnp.asarray(ys, jnp.float32)}}
     start = paths[np.random.default_rng(11).choice(len(paths), size=draws, p=probs)]
-    kernel = smc.csmc_kernel(obs, 3, ancestor_sampling=mode == "ancestor sampling",
-                             backward_sampling=mode == "backward sampling")
+    ancestor_sampling = {"ancestor sampling": True, "metropolis": "metropolis"}.get(mode, False)
+    kernel = smc.csmc_kernel(obs, 3, ancestor_sampling, backward_sampling=mode == "backward sampling")
 
     @jax.jit
     def sweep(key, z):
