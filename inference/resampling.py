@@ -19,6 +19,11 @@ than multinomial resampling; systematic resampling usually has the smallest but
 has no such guarantee (R. Douc and O. Cappé, "Comparison of resampling schemes
 for particle filtering", ISPA 2005).
 
+Conditional SMC uses `conditional_systematic` (systematic resampling given the
+reference's ancestor, with the reference's slot drawn too), and its ancestor-sampling
+variants `ancestor_sampled_systematic` and `metropolis_ancestor_systematic`; they
+return `(ancestors, the reference's slot)`.
+
 Every scheme has the signature `scheme(key, log_weights, n=None) -> ancestors`,
 where `log_weights` has shape `(N,)`, `n` is a Python int (static under `jit`,
 default N), and `ancestors` is an int32 array of shape `(n,)` in nondecreasing
