@@ -230,8 +230,8 @@ def metropolis_ancestor_systematic(key: jax.Array, log_weights: jax.Array, curre
     independent proposal i' ~ w, so it accepts with probability
     min(1, exp(log_likelihood(i') - log_likelihood(current))). `log_likelihood` maps an
     array of indices to their values and is called on two, not N: an MCMC step that
-    leaves the ancestor's law invariant keeps conditional SMC exact, at the cost of
-    the N likelihoods of an exact draw.
+    leaves the ancestor's law invariant keeps conditional SMC exact, without the N
+    likelihoods of an exact draw.
     """
     _size(log_weights, None)
     u_proposal, u_accept, u_slot = jax.random.uniform(key, (3,))
