@@ -229,6 +229,10 @@ def _step(cfg: _Config, observations, reference):
         keys, t = inputs
         k_res, k_ext, k_rej = keys
         n = cfg.n
+        # step t's slices are taken here, once: a branch below that reads a whole (T, ...) array of more than
+        # 512 bytes makes XLA's CPU runtime run that branch's kernels as a task graph, several times slower
+        obs_t = cfg.ss.step_constraints(observations, t)
+        ref_t = None if reference is None else jax.tree.map(lambda x: x[t], reference)
 
         # resample (never before the first step; always under CSMC)
         log_w = _replicated(cfg, log_w)
@@ -243,30 +247,32 @@ def _step(cfg: _Config, observations, reference):
                 ancestors = resampling.get(cfg.scheme)(k_res, log_w, n)
             elif cfg.ancestor_sampling == "metropolis":  # conditional systematic: the reference's slot is drawn
                 ancestors, slot = resampling.metropolis_ancestor_systematic(        # with the others' ancestors
-                    k_res, log_w, ref_slot, lambda i: _reference_log_likelihood(cfg, _gather(particles, i), reference, t))
+                    k_res, log_w, ref_slot, lambda i: _reference_log_likelihood(cfg, _gather(particles, i), ref_t, t))
             elif cfg.ancestor_sampling:
                 ancestors, slot = resampling.ancestor_sampled_systematic(
-                    k_res, log_w, log_w + _reference_log_likelihood(cfg, particles, reference, t))
+                    k_res, log_w, log_w + _reference_log_likelihood(cfg, particles, ref_t, t))
             else:
                 ancestors, slot = resampling.conditional_systematic(k_res, log_w, ref_slot)
             kept = ancestors if cfg.keep_history else None  # a filter that keeps no history writes none
-            return (_constrain(cfg, _gather(particles, ancestors)), kept, jnp.zeros(n),
-                    jnp.log(n).astype(lse_w.dtype), slot)
+            return with_reference(_constrain(cfg, _gather(particles, ancestors)), kept, jnp.zeros(n),
+                                  jnp.log(n).astype(lse_w.dtype), slot)
 
         def keep(particles):
-            return particles, jnp.arange(n) if cfg.keep_history else None, log_w, lse_w, ref_slot
+            return with_reference(particles, jnp.arange(n) if cfg.keep_history else None, log_w, lse_w, ref_slot)
+
+        def with_reference(particles, *rest):
+            # the reference's own step is weighted inside the branches too, where its small kernels run cheaply
+            slot = rest[-1]
+            ref_step = None if reference is None else _reference_weight(cfg, k_ext, _gather(particles, slot), ref_t,
+                                                                        obs_t, t)
+            return particles, *rest, ref_step
 
         # lax.cond skips the O(N log N) search and the gather on steps that do not resample
-        particles, ancestors, log_w, lse_w, ref_slot = jax.lax.cond(do_resample, resample, keep, particles)
+        particles, ancestors, log_w, lse_w, ref_slot, ref_step = jax.lax.cond(do_resample, resample, keep, particles)
 
         # extend: the particles share k_ext, each drawing from its own stream of it (see ppl.streams)
-        obs_t = cfg.ss.step_constraints(observations, t)
         traces, inc = jax.vmap(lambda i, p: _extend_one(cfg, ppl.Streams(k_ext, i), p, obs_t, t))(
             jnp.arange(n), particles)
-        if reference is not None:
-            ref_t = jax.tree.map(lambda x: x[t], reference)
-            ref_tr, ref_inc = _reference_weight(cfg, k_ext, _gather(particles, ref_slot), ref_t, obs_t, t)
-            traces, inc = _set_slot((traces, inc), ref_slot, (ref_tr, ref_inc))
 
         # rejuvenate: an MCMC move that leaves the step's target invariant keeps the weights proper
         acceptance = jnp.zeros(())
@@ -276,10 +282,15 @@ def _step(cfg: _Config, observations, reference):
                 moved, info = kernel.step(k, kernel.init(tr), cfg.ss.step, cfg.step_args(p, t))
                 return moved, info.accept_prob
 
-            moved, accepted = jax.vmap(move)(jax.random.split(k_rej, n), traces, particles)
-            if reference is not None:  # the reference stays as it is
-                moved = _set_slot(moved, ref_slot, _gather(traces, ref_slot))
-            traces, acceptance = moved, jnp.mean(accepted)
+            traces, accepted = jax.vmap(move)(jax.random.split(k_rej, n), traces, particles)
+            acceptance = jnp.mean(accepted)
+
+        choices = traces.choices
+        carry = jax.vmap(lambda tr: cfg.ss.next_carry(tr.retval))(traces)
+        if reference is not None:  # the reference's step takes its slot: only what is kept, so XLA selects little
+            ref_tr, ref_inc = ref_step
+            choices, carry, inc = _set_slot((choices, carry, inc), ref_slot,
+                                            (ref_tr.choices, cfg.ss.next_carry(ref_tr.retval), ref_inc))
 
         # a failed run stays failed (Ẑ = 0); the where fuses with the sum, where this step's failure (weights
         # that are NaN, not -inf) would cost a pass of its own: those are cleared by the next step or by _run
@@ -290,23 +301,20 @@ def _step(cfg: _Config, observations, reference):
         log_z = jnp.where(failed, -jnp.inf, log_z + jnp.where(step_failed, 0.0, total_new - lse_w))
         total_new = jnp.where(failed, -jnp.inf, total_new)
         new_ess = resampling.ess(new_log_w, total_new)
-        carry = jax.vmap(lambda tr: cfg.ss.next_carry(tr.retval))(traces)
         particles = _constrain(cfg, particles._replace(carry=carry))
         info = StepInfo(new_ess, do_resample, log_z, acceptance)
-        # "history" keeps no carries: they can be large (a language model's cache)
-        record = History(ancestors, traces.choices, carry if cfg.keep_history is True else None,
-                         jnp.where(failed, -jnp.inf, new_log_w)) \
-            if cfg.keep_history else None
+        # "history" keeps no carries: they can be large (a language model's cache); "lineage" keeps no weights
+        record = None if not cfg.keep_history else History(
+            ancestors, choices, carry if cfg.keep_history is True else None,
+            None if cfg.keep_history == "lineage" else jnp.where(failed, -jnp.inf, new_log_w))
         return (particles, new_log_w, total_new, new_ess, log_z, failed, ref_slot), (info, record)
 
     return body
 
 
-def _reference_log_likelihood(cfg: _Config, particles, reference, t):
-    """log p(x_t^ref, y_t | carry_{t-1}^i) for each of `particles`: ancestor sampling draws the reference's
-    ancestor ∝ w_{t-1}^i times this."""
-    ref_t = jax.tree.map(lambda x: x[t], reference)
-
+def _reference_log_likelihood(cfg: _Config, particles, ref_t, t):
+    """log p(x_t^ref, y_t | carry_{t-1}^i) for each of `particles`, where `ref_t` is the reference's step t:
+    ancestor sampling draws the reference's ancestor ∝ w_{t-1}^i times this."""
     def log_transition(p):
         args = cfg.step_args(p, t)
         return cfg.ss.step.assess(ref_t, *args)[0]
@@ -513,7 +521,7 @@ class _CSMCStep(eqx.Module):
         k_run, k_pick, k_gen = jax.random.split(key, 3)
         ss = state_space(gen_fn, args)
         # the lineage needs ancestors and choices only; backward sampling also needs every step's carries
-        history = True if self.backward_sampling else "history"
+        history = True if self.backward_sampling else "lineage"
         cfg = _Config(ss, self.n_particles, self.proposal, "systematic", 1.0, None, history, self.ancestor_sampling,
                       None)
         prefix = _outside(trace.choices, ss.path)
