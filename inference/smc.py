@@ -16,8 +16,9 @@ stays unbiased (for Ẑ) with adaptive resampling because resampled weights rese
 to equal (Del Moral, Doucet & Jasra 2012). Everything runs in one `lax.scan`.
 
 Conditional SMC (Andrieu, Doucet & Holenstein 2010) keeps a reference trajectory
-in slot 0; with ancestor sampling (Lindsten, Jordan & Schön 2014) slot 0's
-ancestor is redrawn with weights w_{t-1}^i p(x_t^ref, y_t | carry_{t-1}^i), which
+among the particles (in a slot drawn with the resampling; slot 0 of the result);
+with ancestor sampling (Lindsten, Jordan & Schön 2014) the reference's ancestor
+is redrawn with weights w_{t-1}^i p(x_t^ref, y_t | carry_{t-1}^i), which
 is exact when a step's carry is determined by its own choices (the usual
 state-space case). `backward_sample` draws trajectories from the stored
 filtering distributions (Godsill, Doucet & West 2004).
@@ -229,8 +230,9 @@ def _step(cfg: _Config, observations, reference):
         keys, t = inputs
         k_res, k_ext, k_rej = keys
         n = cfg.n
-        # step t's slices are taken here, once: a branch below that reads a whole (T, ...) array of more than
-        # 512 bytes makes XLA's CPU runtime run that branch's kernels as a task graph, several times slower
+        # step t's slices are taken here, once, not inside the branches below: XLA's CPU runtime runs a branch's
+        # kernels one after another only while every buffer they touch is at most 512 bytes, and as a task graph
+        # otherwise; reading a whole (T,) array there cost ancestor sampling 0.6 us a step at N = 10, T = 200
         obs_t = cfg.ss.step_constraints(observations, t)
         ref_t = None if reference is None else jax.tree.map(lambda x: x[t], reference)
 
@@ -261,7 +263,8 @@ def _step(cfg: _Config, observations, reference):
             return with_reference(particles, jnp.arange(n) if cfg.keep_history else None, log_w, lse_w, ref_slot)
 
         def with_reference(particles, *rest):
-            # the reference's own step is weighted inside the branches too, where its small kernels run cheaply
+            # the reference's step is weighted inside the branches: at N <= 128 their buffers are small enough
+            # for that sequential execution, which the loop's body, writing the (T, N) history, never gets
             slot = rest[-1]
             ref_step = None if reference is None else _reference_weight(cfg, k_ext, _gather(particles, slot), ref_t,
                                                                         obs_t, t)
