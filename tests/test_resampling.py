@@ -256,3 +256,15 @@ def test_prefix_sum_is_a_cumsum(shape):
     exact = np.cumsum(x.astype(np.float64), axis=-1)
     got = np.asarray(jax.jit(resampling._prefix_sum)(jnp.asarray(x)), np.float64)
     np.testing.assert_allclose(got, exact, rtol=2e-6)
+
+
+@pytest.mark.parametrize("n", [7, 1000, 5000])
+def test_max_of_float_bits_is_the_max(n):
+    """The integer-bit maximum (below 4,096 entries) equals jnp.max exactly: negatives, -0.0, -inf, +inf."""
+    rng = np.random.default_rng(n)
+    cases = [rng.normal(size=n) * 50, -rng.exponential(size=n), np.full(n, -np.inf),
+             np.r_[np.full(n - 1, -np.inf), -3.5], np.r_[rng.normal(size=n - 1), np.inf], np.r_[np.full(n - 1, -1.0), -0.0]]
+    for x in cases:
+        x = jnp.asarray(x, jnp.float32)
+        got = jax.jit(resampling._max)(x)
+        assert got == jnp.max(x) and jnp.signbit(got) == jnp.signbit(jnp.max(x)), (x, got)
