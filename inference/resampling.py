@@ -102,6 +102,7 @@ def _max(x: jax.Array) -> jax.Array:
     1.0 and 1.9), so larger arrays keep `jnp.max`. Floats order as their bits do once a
     negative one's magnitude bits are flipped. A positive NaN is the largest.
     """
+    x = jnp.asarray(x)  # a NumPy float64 array is float32 here unless x64 is enabled
     ints = {4: jnp.int32, 8: jnp.int64}.get(x.dtype.itemsize)
     if ints is None or x.size >= 4096:
         return jnp.max(x)
