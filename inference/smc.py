@@ -299,7 +299,11 @@ def _step(cfg: _Config, observations, reference):
         # that are NaN, not -inf) would cost a pass of its own: those are cleared by the next step or by _run
         new_log_w = jnp.where(failed, -jnp.inf, log_w + inc)
         total_new = logsumexp(new_log_w)
-        step_failed = ~jnp.isfinite(total_new)
+        if reference is None:
+            step_failed = ~jnp.isfinite(total_new)
+        else:  # the reference's weight is finite unless the reference is impossible, so a CSMC kernel, which
+            # keeps no log Ẑ, needs no log-sum-exp: one check that no weight is NaN or +inf, and the reference's
+            step_failed = ~(jnp.all(new_log_w < jnp.inf) & (new_log_w[ref_slot] > -jnp.inf))
         failed = failed | step_failed
         log_z = jnp.where(failed, -jnp.inf, log_z + jnp.where(step_failed, 0.0, total_new - lse_w))
         total_new = jnp.where(failed, -jnp.inf, total_new)

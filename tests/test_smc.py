@@ -190,6 +190,39 @@ def test_csmc_keeps_the_reference_and_ancestor_sampling_rewrites_its_past():
     assert np.any(np.asarray(with_as.choices["steps"]["x"][0, :-1]) != np.asarray(reference["steps"]["x"][:-1]))
 
 
+@pytest.mark.parametrize("ancestor_sampling", [True, "metropolis", False])
+def test_csmc_kernel_flags_an_impossible_reference_and_keeps_the_trace(ancestor_sampling):
+    # a CSMC step fails when the reference's weight is -inf or any weight is NaN or +inf: step 1's observation
+    # is out of every particle's reach (the reference's too), or its negative scale makes every weight NaN
+    @ppl.gen
+    def step(x_prev, scale):
+        x = dist.Normal(x_prev, 1.0) @ "x"
+        dist.Normal(x, scale) @ "y"
+        dist.Uniform(x - 3.0, x + 3.0) @ "z"
+        return x
+
+    @ppl.gen
+    def model(scales):
+        return ppl.scan(step, in_axes=(0,))(0.0, scales) @ "steps"
+
+    zeros, ones = jnp.zeros(3), jnp.ones(3)
+    cases = [({"y": zeros, "z": zeros}, ones, False), ({"y": zeros, "z": zeros.at[1].set(100.0)}, ones, True),
+             ({"y": zeros, "z": zeros}, ones.at[1].set(-1.0), True)]
+    for steps, scales, fails in cases:
+        trace, _ = model.generate(jax.random.key(0), {"steps": steps}, scales)  # the reference
+        kernel = smc.csmc_kernel({"steps": steps}, 10, ancestor_sampling=ancestor_sampling)
+        accepted = []
+        for k in jax.random.split(jax.random.key(1), 5):
+            new, info = kernel.step(k, trace, model, (scales,))
+            assert bool(info.diverging) == fails
+            accepted.append(bool(info.accepted))
+            if fails:  # the trace is handed back unchanged
+                np.testing.assert_array_equal(new.choices["steps"]["x"], trace.choices["steps"]["x"])
+            else:
+                assert np.isfinite(float(new.score))
+        assert any(accepted) != fails
+
+
 # --- a discrete HMM: the forward algorithm ---------------------------------
 
 PI = jnp.array([0.6, 0.3, 0.1])
