@@ -231,8 +231,9 @@ def ancestor_sampled_systematic(key: jax.Array, log_weights: jax.Array,
                                 ancestor_log_weights: jax.Array) -> tuple[jax.Array, jax.Array]:
     """`conditional_systematic` given an ancestor drawn with probabilities ∝ exp(`ancestor_log_weights`).
 
-    Ancestor sampling's draw (Lindsten, Jordan & Schön 2014), with one prefix sum
-    for both CDFs. Returns `(ancestors, the slot that drew the sampled ancestor)`.
+    Ancestor sampling's draw (Lindsten, Jordan & Schön 2014): one inverse-CDF draw of
+    the ancestor, then the conditional systematic draw. Returns `(ancestors, the slot
+    that drew the sampled ancestor)`.
     """
     _size(log_weights, None)
     u_ancestor, u_slot = jax.random.uniform(key, (2,))
