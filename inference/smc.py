@@ -243,6 +243,14 @@ def _step(cfg: _Config, observations, reference):
         else:
             do_resample = (t > 0) & (ess_w < cfg.threshold * n)
 
+        def with_reference(particles, *rest):
+            # the reference's step is weighted inside the branches: at N <= 128 their buffers are small enough
+            # for that sequential execution, which the loop's body, writing the (T, N) history, never gets
+            slot = rest[-1]
+            ref_step = None if reference is None else _reference_weight(cfg, k_ext, _gather(particles, slot), ref_t,
+                                                                        obs_t, t)
+            return particles, *rest, ref_step
+
         def resample(particles):
             slot = ref_slot
             if reference is None:
@@ -261,14 +269,6 @@ def _step(cfg: _Config, observations, reference):
 
         def keep(particles):
             return with_reference(particles, jnp.arange(n) if cfg.keep_history else None, log_w, lse_w, ref_slot)
-
-        def with_reference(particles, *rest):
-            # the reference's step is weighted inside the branches: at N <= 128 their buffers are small enough
-            # for that sequential execution, which the loop's body, writing the (T, N) history, never gets
-            slot = rest[-1]
-            ref_step = None if reference is None else _reference_weight(cfg, k_ext, _gather(particles, slot), ref_t,
-                                                                        obs_t, t)
-            return particles, *rest, ref_step
 
         # lax.cond skips the O(N log N) search and the gather on steps that do not resample
         particles, ancestors, log_w, lse_w, ref_slot, ref_step = jax.lax.cond(do_resample, resample, keep, particles)
@@ -302,7 +302,7 @@ def _step(cfg: _Config, observations, reference):
         if reference is None:
             step_failed = ~jnp.isfinite(total_new)
         else:  # the reference's weight is finite unless the reference is impossible, so a CSMC kernel, which
-            # keeps no log Ẑ, needs no log-sum-exp: one check that no weight is NaN or +inf, and the reference's
+            # keeps no log Ẑ, needs no log-sum-exp: no weight may be NaN or +inf, nor the reference's -inf
             step_failed = ~(jnp.all(new_log_w < jnp.inf) & (new_log_w[ref_slot] > -jnp.inf))
         failed = failed | step_failed
         log_z = jnp.where(failed, -jnp.inf, log_z + jnp.where(step_failed, 0.0, total_new - lse_w))
