@@ -157,6 +157,11 @@ def _set_slot(tree, slot, value):
     return jax.tree.map(put, tree, value)
 
 
+def _with_reference_carry(particles: Particles, slot, carry) -> Particles:
+    """The particles with the reference's carry in its slot."""
+    return particles._replace(carry=_set_slot(particles.carry, slot, carry))
+
+
 def mh_rejuvenation(selection: ppl.Selection, n_steps: int = 1) -> Kernel:
     """`n_steps` Metropolis-Hastings moves on `selection` of a step, proposing from the prior (`regenerate`).
 
@@ -225,9 +230,11 @@ def _step(cfg: _Config, observations, reference):
     """The body of the time loop."""
 
     def body(state, inputs):
-        # lse_w, ess_w: of log_w, from the last step; ref_slot: the reference's slot under CSMC
-        particles, log_w, lse_w, ess_w, log_z, failed, ref_slot = state
+        # lse_w, ess_w: of log_w, from the last step; ref_slot, ref_carry: the reference's slot and carry under CSMC
+        particles, log_w, lse_w, ess_w, log_z, failed, ref_slot, ref_carry = state
         keys, t = inputs
+        if reference is not None:  # the reference's carry from the last step takes its slot here (see below)
+            particles = _with_reference_carry(particles, ref_slot, ref_carry)
         k_res, k_ext, k_rej = keys
         n = cfg.n
         # step t's slices are taken here, once, not inside the branches below: XLA's CPU runtime runs a branch's
@@ -290,10 +297,13 @@ def _step(cfg: _Config, observations, reference):
 
         choices = traces.choices
         carry = jax.vmap(lambda tr: cfg.ss.next_carry(tr.retval))(traces)
-        if reference is not None:  # the reference's step takes its slot: only what is kept, so XLA selects little
+        if reference is not None:
+            # the reference's step takes its slot in the choices and weights; in the carry only at the next step,
+            # so the extension's carry is written as it is: XLA recomputed an unwritten one (the model's random
+            # draws included) inside each fusion that read it, 3 to 4 times, 3 us a step at N = 1000
             ref_tr, ref_inc = ref_step
-            choices, carry, inc = _set_slot((choices, carry, inc), ref_slot,
-                                            (ref_tr.choices, cfg.ss.next_carry(ref_tr.retval), ref_inc))
+            ref_carry = cfg.ss.next_carry(ref_tr.retval)
+            choices, inc = _set_slot((choices, inc), ref_slot, (ref_tr.choices, ref_inc))
 
         # a failed run stays failed (Ẑ = 0); the where fuses with the sum, where this step's failure (weights
         # that are NaN, not -inf) would cost a pass of its own: those are cleared by the next step or by _run
@@ -311,10 +321,13 @@ def _step(cfg: _Config, observations, reference):
         particles = _constrain(cfg, particles._replace(carry=carry))
         info = StepInfo(new_ess, do_resample, log_z, acceptance)
         # "history" keeps no carries: they can be large (a language model's cache); "lineage" keeps no weights
+        kept_carry = None
+        if cfg.keep_history is True:
+            kept_carry = carry if reference is None else _set_slot(carry, ref_slot, ref_carry)
         record = None if not cfg.keep_history else History(
-            ancestors, choices, carry if cfg.keep_history is True else None,
+            ancestors, choices, kept_carry,
             None if cfg.keep_history == "lineage" else jnp.where(failed, -jnp.inf, new_log_w))
-        return (particles, new_log_w, total_new, new_ess, log_z, failed, ref_slot), (info, record)
+        return (particles, new_log_w, total_new, new_ess, log_z, failed, ref_slot, ref_carry), (info, record)
 
     return body
 
@@ -350,13 +363,15 @@ def _run(key, cfg: _Config, args: tuple, observations, reference_prefix, referen
     failed = ~jnp.isfinite(log_z0)
     ref_slot = jnp.zeros((), jnp.int32)  # the first particles are i.i.d.: the reference may start anywhere
     state = (particles, log_w, lse_w, resampling.ess(log_w, lse_w), jnp.where(failed, -jnp.inf, log_z0), failed,
-             ref_slot)
+             ref_slot, None if reference_steps is None else _gather(particles.carry, 0))
     T = cfg.ss.length
     body = _step(cfg, observations, reference_steps)
-    (particles, log_w, _, _, log_z, failed, ref_slot), (info, history) = jax.lax.scan(
+    (particles, log_w, _, _, log_z, failed, ref_slot, ref_carry), (info, history) = jax.lax.scan(
         # every step's three keys in one vectorised hash (a split inside the loop is a loop of its own per step)
         body, state, (jax.random.split(k_steps, (T, 3)), jnp.arange(T))
     )
+    if reference_steps is not None:
+        particles = _with_reference_carry(particles, ref_slot, ref_carry)
     return particles, jnp.where(failed, -jnp.inf, log_w), log_z, failed, info, history, ref_slot
 
 
