@@ -13,7 +13,7 @@ would add the cost of handing its result back, which `pgibbs.run` does not pay p
 a jitted call that returns the model's trace takes 11 us longer than one that returns its
 score (T = 50), 7% of an SMC run at N = 10.
 
-    python benchmarks/bench_pgibbs.py [--particles 10,100,1000] [--T 50,200] [--repeats 5]
+    python benchmarks/bench_pgibbs.py [--particles 10,100,1000] [--T 50,200] [--repeats 5] [--all-cores]
 
 Prints, for each (N, T), sweeps per second (median of `--repeats` timed calls, compilation
 excluded, implementations taking turns) of CSMC with ancestor sampling (the default: an
@@ -23,6 +23,12 @@ baseline's (goal <= 1.2 for the default sweep) and to a bare filter (`smc.run` i
 caller's `jax.jit` that keeps only the final weights, so XLA drops log Ẑ, the ESS and the
 per-step record: the baseline of earlier versions of this benchmark), and compile seconds.
 `smc.run (return_traces=True)` is the default call, which also rebuilds the N final traces.
+
+The process runs pinned to one core unless `--all-cores` is given. On the 2-core machine of
+these notes, XLA's CPU runtime given both cores ran one `smc.run` (N = 1000, T = 200) in 4.8 ms
+in one minute and 8.2 ms a few minutes later (pinned: 4.3-4.5 ms throughout), and two
+back-to-back runs of this benchmark put the default sweep at 1.32-1.48 and at 0.94 of
+`smc.run`: with both cores the ratio measures the machine's state more than the two programs.
 """
 
 from __future__ import annotations
@@ -32,9 +38,23 @@ import itertools
 import os
 import sys
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+
+def pin_to_one_core() -> str:
+    """Pins every thread of this process, and so the threads XLA starts later, to one core."""
+    if not hasattr(os, "sched_setaffinity"):
+        return "all cores (this system cannot pin a process)"
+    core = min(os.sched_getaffinity(0))
+    for thread in os.listdir("/proc/self/task"):
+        os.sched_setaffinity(int(thread), {core})
+    return f"pinned to core {core}"
+
+
+# before jax starts: XLA sizes its thread pool and splits its kernels by the cores it sees then
+CORES = pin_to_one_core() if __name__ == "__main__" and "--all-cores" not in sys.argv else "all cores"
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
@@ -87,9 +107,10 @@ def main() -> None:
     parser.add_argument("--T", default="50,200", help="comma-separated numbers of time steps")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--min-run-s", type=float, default=0.3, help="length of one timed run")
+    parser.add_argument("--all-cores", action="store_true", help="do not pin the process to one core")
     opts = parser.parse_args()
     keys = iter(jax.random.split(jax.random.key(1), 1_000_000))
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform}; median of {opts.repeats} runs\n")
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {CORES}; median of {opts.repeats} runs\n")
     header = f"{'N':>5} {'T':>4}  {'implementation':<30} {'per s':>9} {'/ smc.run':>9} {'/ filter':>9} {'compile s':>9}"
     print(header + "\n" + "-" * len(header))
     for n, T in itertools.product(map(int, opts.particles.split(",")), map(int, opts.T.split(","))):
