@@ -188,6 +188,10 @@ def test_csmc_keeps_the_reference_and_ancestor_sampling_rewrites_its_past():
     with_as = smc.csmc(jax.random.key(1), lgssm, (FLAGS,), OBS, reference, n_particles=5)
     assert float(with_as.choices["steps"]["x"][0, -1]) == pytest.approx(float(reference["steps"]["x"][-1]))
     assert np.any(np.asarray(with_as.choices["steps"]["x"][0, :-1]) != np.asarray(reference["steps"]["x"][:-1]))
+    # a step's carry is its x: each final carry is its particle's last x, the reference's included (its carry
+    # takes its slot a step late, so a missing last substitution would leave slot 0 another particle's draw)
+    for res in (plain, with_as):
+        np.testing.assert_array_equal(res.carries, res.choices["steps"]["x"][:, -1])
 
 
 @pytest.mark.parametrize("ancestor_sampling", [True, "metropolis", False])
