@@ -112,9 +112,30 @@ def _max(x: jax.Array) -> jax.Array:
     return jax.lax.bitcast_convert_type(jnp.where(top < 0, top ^ flip, top), x.dtype)
 
 
+def _maxes(*arrays: jax.Array) -> tuple[jax.Array, ...]:
+    """The maximum of each of several same-shape (N,) float arrays, in one pass over them.
+
+    XLA's CPU compiler splits a reduction over more than 32 entries into a reduce-window
+    and a reduce, each a kernel of its own apart from the one computing its input; a
+    variadic reduction it leaves whole, fused with that computation. Two maxima this way
+    cost one kernel instead of six (0.36 against 1.1 us at N = 1e3, and no slower at 1e5).
+    A NaN propagates.
+    """
+    initial = tuple(jnp.array(-jnp.inf, x.dtype) for x in arrays)
+    return jax.lax.reduce(arrays, initial, lambda a, b: tuple(map(jnp.maximum, a, b)), (0,))
+
+
 def _rescaled(log_weights: jax.Array) -> jax.Array:
     """`exp(log_weights - max)`: proportional to the weights, largest 1; all zeros (not NaN) if all are -inf."""
-    top = _max(log_weights)
+    return _shifted_exp(log_weights, _max(log_weights))
+
+
+def _rescaled_each(*log_weights: jax.Array) -> tuple[jax.Array, ...]:
+    """`_rescaled` of each array, their maxima found in one pass (`_maxes`)."""
+    return tuple(map(_shifted_exp, log_weights, _maxes(*log_weights)))
+
+
+def _shifted_exp(log_weights: jax.Array, top: jax.Array) -> jax.Array:
     return jnp.exp(log_weights - jnp.where(jnp.isfinite(top), top, 0.0))
 
 
@@ -237,7 +258,7 @@ def ancestor_sampled_systematic(key: jax.Array, log_weights: jax.Array,
     """
     _size(log_weights, None)
     u_ancestor, u_slot = jax.random.uniform(key, (2,))
-    weights, ancestor_weights = _rescaled(log_weights), _rescaled(ancestor_log_weights)
+    weights, ancestor_weights = _rescaled_each(log_weights, ancestor_log_weights)
     ancestor = _draw_one(ancestor_weights, _prefix_sum(ancestor_weights), u_ancestor)
     return _conditional_systematic(u_slot, weights, _prefix_sum(weights), ancestor)
 
@@ -267,10 +288,13 @@ def _draw_one(weights, cdf, u):
     """One inverse-CDF draw: the first positive weight whose CDF passes `u * total`, as one fused pass (a binary
     search is a loop); a point that rounding puts past the end goes to the last positive weight."""
     n = weights.shape[0]
-    i = jnp.arange(n)
-    # one reduction finds both: positive weights past the point rank first by index, the others after them, last first
-    rank = jnp.min(jnp.where(weights > 0, jnp.where(cdf > u * cdf[-1], i, 2 * n - 1 - i), 2 * n))
-    return jnp.where(rank < n, rank, jnp.maximum(2 * n - 1 - rank, 0))
+    i = jax.lax.iota(jnp.int32, n)
+    positive = weights > 0
+    # both in one variadic reduction, which XLA's CPU compiler fuses whole (see _maxes)
+    first, last = jax.lax.reduce((jnp.where(positive & (cdf > u * cdf[-1]), i, n), jnp.where(positive, i, -1)),
+                                 (jnp.int32(n), jnp.int32(-1)), lambda a, b: (jnp.minimum(a[0], b[0]),
+                                                                              jnp.maximum(a[1], b[1])), (0,))
+    return jnp.where(first < n, first, jnp.maximum(last, 0))
 
 
 def _conditional_systematic(uniform, weights, cdf, ancestor):

@@ -268,3 +268,22 @@ def test_max_of_float_bits_is_the_max(n):
         x = jnp.asarray(x, jnp.float32)
         got = jax.jit(resampling._max)(x)
         assert got == jnp.max(x) and jnp.signbit(got) == jnp.signbit(jnp.max(x)), (x, got)
+
+
+def test_draw_one_takes_the_first_positive_weight_past_the_point_and_never_a_zero_one():
+    """The single inverse-CDF draw of ancestor sampling: zero weights are skipped even where rounding gave them a
+    sliver of the CDF, and a point at (or rounded past) the total goes to the last positive weight."""
+    w = jnp.asarray([0.0, 0.5, 0.0, 0.5, 0.0])
+    cdf = jnp.asarray([0.0, 0.5, 0.50001, 1.0, 1.0])  # a parallel prefix sum's rounding at the zero weight
+    draw = jax.jit(lambda u: resampling._draw_one(w, cdf, u))
+    assert [int(draw(u)) for u in (0.0, 0.49, 0.5, 0.99, 1.0)] == [1, 1, 3, 3, 3]
+    assert int(resampling._draw_one(jnp.zeros(4), jnp.zeros(4), 0.3)) == 0  # nothing to draw: a valid index
+
+
+@pytest.mark.parametrize("n", [7, 1000])
+def test_maxes_are_each_arrays_max(n):
+    """One variadic reduction gives each array's own maximum, -inf and +inf included."""
+    rng = np.random.default_rng(n)
+    arrays = [rng.normal(size=n) * 50, np.full(n, -np.inf), np.r_[rng.normal(size=n - 1), np.inf]]
+    got = jax.jit(resampling._maxes)(*map(jnp.float32, arrays))
+    assert [float(g) for g in got] == [float(np.max(np.float32(a))) for a in arrays]
