@@ -204,12 +204,15 @@ def categorical(key: jax.Array, log_weights: jax.Array, n: int | None = None) ->
     """`n` i.i.d. draws from the categorical distribution, in the order drawn (not sorted).
 
     One uniform and one binary search per draw: O(N + n log N), against N Gumbel
-    variates per draw for `jax.random.categorical`. For single draws (picking a
-    particle, ancestor sampling) and for conditional resampling, where the free
-    slots must be i.i.d.
+    variates per draw for `jax.random.categorical`; a single draw is one pass over the
+    CDF. For single draws (picking a particle, backward sampling) and for conditional
+    resampling, where the free slots must be i.i.d.
     """
     n = _size(log_weights, n)
-    return _search(_rescaled(log_weights), jax.random.uniform(key, (n,)))
+    weights, u = _rescaled(log_weights), jax.random.uniform(key, (n,))
+    if n == 1:  # one fused pass over the CDF, where a binary search is a loop
+        return _draw_one(weights, _prefix_sum(weights), u[0])[None]
+    return _search(weights, u)
 
 
 def multinomial(key: jax.Array, log_weights: jax.Array, n: int | None = None) -> jax.Array:

@@ -320,10 +320,13 @@ def _step(cfg: _Config, observations, reference):
         new_ess = resampling.ess(new_log_w, total_new)
         particles = _constrain(cfg, particles._replace(carry=carry))
         info = StepInfo(new_ess, do_resample, log_z, acceptance)
-        # "history" keeps no carries: they can be large (a language model's cache); "lineage" keeps no weights
+        # "history" keeps no carries: they can be large (a language model's cache); "lineage" keeps no weights,
+        # nor the observed values, which are the same for every particle (a (T, N) record fewer to write)
         kept_carry = None
         if cfg.keep_history is True:
             kept_carry = carry if reference is None else _set_slot(carry, ref_slot, ref_carry)
+        if cfg.keep_history == "lineage":
+            choices = latents(choices, _unmasked(obs_t))
         record = None if not cfg.keep_history else History(
             ancestors, choices, kept_carry,
             None if cfg.keep_history == "lineage" else jnp.where(failed, -jnp.inf, new_log_w))
@@ -388,6 +391,14 @@ def _outside(observations, path):
     if len(path) == 1:
         return {k: v for k, v in observations.items() if k != path[0]}
     return observations
+
+
+def _unmasked(observations):
+    """The observations without their `Masked` leaves: the values observed at every step."""
+    if isinstance(observations, dict):
+        kept = {k: _unmasked(v) for k, v in observations.items()}
+        return {k: v for k, v in kept.items() if v is not None}
+    return None if isinstance(observations, ppl.choicemap.Masked) else observations
 
 
 def _lineage(history: History, b) -> Any:
@@ -548,14 +559,17 @@ class _CSMCStep(eqx.Module):
                       None)
         prefix = _outside(trace.choices, ss.path)
         reference = ppl.choicemap.subconstraint(trace.choices, ss.path)
+        observed = _unmasked(ppl.choicemap.subconstraint(self.observations, ss.path))
         _, log_w, _, failed, _, history, _ = _run(k_run, cfg, args, self.observations, prefix, reference)
         if self.backward_sampling:
-            steps = _backward_one(k_pick, ss, ss.generate_prefix(k_gen, prefix, args).scan_args, history)
-        else:
+            steps = latents(_backward_one(k_pick, ss, ss.generate_prefix(k_gen, prefix, args).scan_args, history),
+                            observed)
+        else:  # the lineage record holds the latent choices only
             steps = _lineage(history, resampling.categorical(k_pick, log_w, 1)[0])
-        new, _ = gen_fn.generate(k_gen, ss.full_choices(prefix, steps), *args)
+        new, _ = gen_fn.generate(k_gen, ss.full_choices(prefix, ppl.choicemap.merge(steps, observed)), *args)
         new = jax.tree.map(lambda a, b: jnp.where(failed, b, a), new, trace)  # only an impossible reference fails
-        changed = jnp.any(jnp.stack([jnp.any(a != b) for a, b in zip(jax.tree.leaves(steps), jax.tree.leaves(reference))]))
+        changed = jnp.any(jnp.stack([jnp.any(a != b) for a, b in zip(jax.tree.leaves(steps),
+                                                                       jax.tree.leaves(latents(reference, observed)))]))
         return new, kernels.Info(jnp.ones(()), changed & ~failed, failed, jnp.zeros((), jnp.int32))
 
 

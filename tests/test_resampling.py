@@ -197,6 +197,20 @@ def test_categorical_draws_are_iid_with_the_weights():
     assert stats.chi2_contingency(table).pvalue > 1e-3
 
 
+def test_a_single_categorical_draw_has_the_weights_law():
+    """`categorical(..., 1)` (one pass over the CDF, no binary search; picks CSMC's new path) draws ~ w."""
+    from scipy import stats
+
+    logw = _log_weights()
+    w = np.asarray(jax.nn.softmax(logw), np.float64)
+    draws = np.asarray(jax.jit(jax.vmap(lambda k: resampling.categorical(k, logw, 1)[0]))(
+        jax.random.split(jax.random.key(4), R)))
+    assert not (draws == 2).any(), "a -inf particle was drawn"
+    live = np.flatnonzero(w > 1e-3)
+    counts = np.bincount(draws, minlength=N)
+    assert stats.chisquare(counts[live], counts[live].sum() * w[live] / w[live].sum()).pvalue > 1e-3
+
+
 W_COND = np.array([0.1, 0.35, 0.2, 0.05, 0.3])
 
 

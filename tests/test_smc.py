@@ -194,6 +194,19 @@ def test_csmc_keeps_the_reference_and_ancestor_sampling_rewrites_its_past():
         np.testing.assert_array_equal(res.carries, res.choices["steps"]["x"][:, -1])
 
 
+@pytest.mark.parametrize("backward_sampling", [False, True])
+def test_csmc_kernel_with_one_particle_returns_the_reference_masked_observations_included(backward_sampling):
+    # with N = 1 the only particle is the reference: the new trace is the old one. A y masked out at odd steps is
+    # latent there, so it must come back from the particle's path, not be left out of its record and redrawn.
+    obs = {"steps": {"y": ppl.choicemap.Masked(OBS["steps"]["y"], jnp.arange(T) % 2 == 0)}}
+    trace, _ = lgssm.generate(jax.random.key(0), obs, FLAGS)
+    kernel = smc.csmc_kernel(obs, 1, backward_sampling=backward_sampling)
+    new, info = jax.jit(lambda k: kernel.step(k, trace, lgssm, (FLAGS,)))(jax.random.key(1))
+    for leaf in ("x", "y"):
+        np.testing.assert_array_equal(new.choices["steps"][leaf], trace.choices["steps"][leaf])
+    assert not bool(info.accepted) and not bool(info.diverging)
+
+
 @pytest.mark.parametrize("ancestor_sampling", [True, "metropolis", False])
 def test_csmc_kernel_flags_an_impossible_reference_and_keeps_the_trace(ancestor_sampling):
     # a CSMC step fails when the reference's weight is -inf or any weight is NaN or +inf: step 1's observation
