@@ -215,15 +215,16 @@ def _extend_one(cfg: _Config, key, particle: Particles, obs_t, t):
     return tr, w - q.score
 
 
-def _reference_weight(cfg: _Config, key, particle: Particles, ref_t, obs_t, t):
-    """Slot 0 under CSMC: the reference's step, weighted as if proposed (p / q)."""
+def _reference_step(cfg: _Config, key, particle: Particles, ref_t, obs_t, t):
+    """The reference's step t from `particle`'s carry: (its trace, log p(x_t^ref, y_t | carry), its weight as if
+    proposed, p / q). Ancestor sampling draws the reference's ancestor ∝ w_{t-1}^i times the second."""
     step = cfg.ss.step
     args = cfg.step_args(particle, t)
     tr, log_joint = step.generate(key, ref_t, *args)
     if cfg.proposal is None:  # bootstrap: q is the step's prior over its latent choices (project adds factors)
-        return tr, log_joint - (step.project(tr, ~ppl.sel.of(obs_t)) - step.project(tr, ppl.sel.none()))
+        return tr, log_joint, log_joint - (step.project(tr, ~ppl.sel.of(obs_t)) - step.project(tr, ppl.sel.none()))
     log_q, _ = cfg.proposal.assess(latents(ref_t, obs_t), obs_t, *args)
-    return tr, log_joint - log_q
+    return tr, log_joint, log_joint - log_q
 
 
 def _step(cfg: _Config, observations, reference):
@@ -250,29 +251,35 @@ def _step(cfg: _Config, observations, reference):
         else:
             do_resample = (t > 0) & (ess_w < cfg.threshold * n)
 
-        def with_reference(particles, *rest):
+        def reference_steps(particles):
+            """`_reference_step` from each of `particles`."""
+            return jax.vmap(lambda p: _reference_step(cfg, k_ext, p, ref_t, obs_t, t))(particles)
+
+        def with_reference(particles, *rest, ref_step=None):
             # the reference's step is weighted inside the branches: at N <= 128 their buffers are small enough
             # for that sequential execution, which the loop's body, writing the (T, N) history, never gets
             slot = rest[-1]
-            ref_step = None if reference is None else _reference_weight(cfg, k_ext, _gather(particles, slot), ref_t,
-                                                                        obs_t, t)
+            if reference is not None and ref_step is None:
+                ref_tr, _, ref_inc = _reference_step(cfg, k_ext, _gather(particles, slot), ref_t, obs_t, t)
+                ref_step = ref_tr, ref_inc
             return particles, *rest, ref_step
 
         def resample(particles):
-            slot = ref_slot
+            slot, ref_step = ref_slot, None
             if reference is None:
                 ancestors = resampling.get(cfg.scheme)(k_res, log_w, n)
             elif cfg.ancestor_sampling == "metropolis":  # conditional systematic: the reference's slot is drawn
                 ancestors, slot = resampling.metropolis_ancestor_systematic(        # with the others' ancestors
-                    k_res, log_w, ref_slot, lambda i: _reference_log_likelihood(cfg, _gather(particles, i), ref_t, t))
-            elif cfg.ancestor_sampling:
-                ancestors, slot = resampling.ancestor_sampled_systematic(
-                    k_res, log_w, log_w + _reference_log_likelihood(cfg, particles, ref_t, t))
+                    k_res, log_w, ref_slot, lambda i: reference_steps(_gather(particles, i))[1])
+            elif cfg.ancestor_sampling:  # the drawn ancestor's step comes with the N densities of the draw
+                ref_trs, log_joints, ref_incs = reference_steps(particles)
+                ancestors, slot = resampling.ancestor_sampled_systematic(k_res, log_w, log_w + log_joints)
+                ref_step = _gather(ref_trs, ancestors[slot]), ref_incs[ancestors[slot]]
             else:
                 ancestors, slot = resampling.conditional_systematic(k_res, log_w, ref_slot)
             kept = ancestors if cfg.keep_history else None  # a filter that keeps no history writes none
             return with_reference(_constrain(cfg, _gather(particles, ancestors)), kept, jnp.zeros(n),
-                                  jnp.log(n).astype(lse_w.dtype), slot)
+                                  jnp.log(n).astype(lse_w.dtype), slot, ref_step=ref_step)
 
         def keep(particles):
             return with_reference(particles, jnp.arange(n) if cfg.keep_history else None, log_w, lse_w, ref_slot)
@@ -333,16 +340,6 @@ def _step(cfg: _Config, observations, reference):
         return (particles, new_log_w, total_new, new_ess, log_z, failed, ref_slot, ref_carry), (info, record)
 
     return body
-
-
-def _reference_log_likelihood(cfg: _Config, particles, ref_t, t):
-    """log p(x_t^ref, y_t | carry_{t-1}^i) for each of `particles`, where `ref_t` is the reference's step t:
-    ancestor sampling draws the reference's ancestor ∝ w_{t-1}^i times this."""
-    def log_transition(p):
-        args = cfg.step_args(p, t)
-        return cfg.ss.step.assess(ref_t, *args)[0]
-
-    return jax.vmap(log_transition)(particles)
 
 
 def _run(key, cfg: _Config, args: tuple, observations, reference_prefix, reference_steps):
