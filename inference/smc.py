@@ -563,11 +563,12 @@ class _CSMCStep(eqx.Module):
                             observed)
         else:  # the lineage record holds the latent choices only
             steps = _lineage(history, resampling.categorical(k_pick, log_w, 1)[0])
+        # only an impossible reference fails: its path is kept (selecting the path, not the trace's every leaf)
+        old = latents(reference, observed)
+        steps = jax.tree.map(lambda a, b: jnp.where(failed, b, a), steps, old)
         new, _ = gen_fn.generate(k_gen, ss.full_choices(prefix, ppl.choicemap.merge(steps, observed)), *args)
-        new = jax.tree.map(lambda a, b: jnp.where(failed, b, a), new, trace)  # only an impossible reference fails
-        changed = jnp.any(jnp.stack([jnp.any(a != b) for a, b in zip(jax.tree.leaves(steps),
-                                                                       jax.tree.leaves(latents(reference, observed)))]))
-        return new, kernels.Info(jnp.ones(()), changed & ~failed, failed, jnp.zeros((), jnp.int32))
+        changed = jnp.any(jnp.stack([jnp.any(a != b) for a, b in zip(jax.tree.leaves(steps), jax.tree.leaves(old))]))
+        return new, kernels.Info(jnp.ones(()), changed, failed, jnp.zeros((), jnp.int32))
 
 
 def backward_sample(key: jax.Array, model: ppl.GenFn, args: tuple, result: SMCResult, n_samples: int = 1) -> Any:
