@@ -221,10 +221,13 @@ def _reference_step(cfg: _Config, key, particle: Particles, ref_t, obs_t, t):
     step = cfg.ss.step
     args = cfg.step_args(particle, t)
     tr, log_joint = step.generate(key, ref_t, *args)
+    weighed = log_joint
+    if _has_masked(obs_t):  # a masked-out observation is latent: weighed as the particles weigh it, not at all
+        _, weighed = step.generate(key, ppl.choicemap.merge(latents(ref_t, obs_t), obs_t), *args)
     if cfg.proposal is None:  # bootstrap: q is the step's prior over its latent choices (project adds factors)
-        return tr, log_joint, log_joint - (step.project(tr, ~ppl.sel.of(obs_t)) - step.project(tr, ppl.sel.none()))
+        return tr, log_joint, weighed - (step.project(tr, ~ppl.sel.of(obs_t)) - step.project(tr, ppl.sel.none()))
     log_q, _ = cfg.proposal.assess(latents(ref_t, obs_t), obs_t, *args)
-    return tr, log_joint, log_joint - log_q
+    return tr, log_joint, weighed - log_q
 
 
 def _step(cfg: _Config, observations, reference):
@@ -388,6 +391,11 @@ def _outside(observations, path):
     if len(path) == 1:
         return {k: v for k, v in observations.items() if k != path[0]}
     return observations
+
+
+def _has_masked(observations) -> bool:
+    is_masked = lambda x: isinstance(x, ppl.choicemap.Masked)  # noqa: E731
+    return any(map(is_masked, jax.tree.leaves(observations, is_leaf=is_masked)))
 
 
 def _unmasked(observations):

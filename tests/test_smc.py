@@ -194,6 +194,26 @@ def test_csmc_keeps_the_reference_and_ancestor_sampling_rewrites_its_past():
         np.testing.assert_array_equal(res.carries, res.choices["steps"]["x"][:, -1])
 
 
+@pytest.mark.parametrize("ancestor_sampling", [True, "metropolis", False])
+def test_csmc_weighs_the_references_masked_out_observation_as_latent(ancestor_sampling):
+    # the last step's y is masked out, so no particle is weighed by it: the final weights are all 0 (each step
+    # resamples them to 0 first), the reference's too, which was once weighed by its y's density there
+    @ppl.gen
+    def step(x_prev):
+        x = dist.Normal(x_prev, 1.0) @ "x"
+        dist.Normal(x, 1.0) @ "y"
+        return x
+
+    @ppl.gen
+    def model():
+        return ppl.scan(step, length=4)(0.0) @ "steps"
+
+    obs = {"steps": {"y": ppl.choicemap.Masked(jnp.array([0.5, 9.0, -0.3, 9.0]), jnp.array([True, False, True, False]))}}
+    reference, _ = model.generate(jax.random.key(0), obs)
+    res = smc.csmc(jax.random.key(1), model, (), obs, reference.choices, 5, ancestor_sampling=ancestor_sampling)
+    np.testing.assert_array_equal(res.log_weights, np.zeros(5))
+
+
 @pytest.mark.parametrize("backward_sampling", [False, True])
 def test_csmc_kernel_with_one_particle_returns_the_reference_masked_observations_included(backward_sampling):
     # with N = 1 the only particle is the reference: the new trace is the old one. A y masked out at odd steps is
