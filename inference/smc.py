@@ -393,9 +393,13 @@ def _outside(observations, path):
     return observations
 
 
+def _is_masked(x) -> bool:
+    return isinstance(x, ppl.choicemap.Masked)
+
+
 def _has_masked(observations) -> bool:
-    is_masked = lambda x: isinstance(x, ppl.choicemap.Masked)  # noqa: E731
-    return any(map(is_masked, jax.tree.leaves(observations, is_leaf=is_masked)))
+    """Whether some observation is `Masked` (latent where it is masked out)."""
+    return any(map(_is_masked, jax.tree.leaves(observations, is_leaf=_is_masked)))
 
 
 def _unmasked(observations):
@@ -403,7 +407,7 @@ def _unmasked(observations):
     if isinstance(observations, dict):
         kept = {k: _unmasked(v) for k, v in observations.items()}
         return {k: v for k, v in kept.items() if v is not None}
-    return None if isinstance(observations, ppl.choicemap.Masked) else observations
+    return None if _is_masked(observations) else observations
 
 
 def _lineage(history: History, b) -> Any:
@@ -576,7 +580,7 @@ class _CSMCStep(eqx.Module):
         steps = jax.tree.map(lambda a, b: jnp.where(failed, b, a), steps, old)
         new, _ = gen_fn.generate(k_gen, ss.full_choices(prefix, ppl.choicemap.merge(steps, observed)), *args)
         changed = jnp.any(jnp.stack([jnp.any(a != b) for a, b in zip(jax.tree.leaves(steps), jax.tree.leaves(old))]))
-        return new, kernels.Info(jnp.ones(()), changed, failed, jnp.zeros((), jnp.int32))
+        return new, kernels.Info(jnp.ones(()), changed & ~failed, failed, jnp.zeros((), jnp.int32))  # NaN != NaN
 
 
 def backward_sample(key: jax.Array, model: ppl.GenFn, args: tuple, result: SMCResult, n_samples: int = 1) -> Any:
