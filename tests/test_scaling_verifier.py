@@ -2,6 +2,7 @@
 counts under jit and vmap over padded steps), answer extraction, and the SVAMP and GSM8K loaders."""
 
 import json
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +12,8 @@ import ppl
 from inference.scaling import (ArithmeticVerifier, Problem, default_data_path, extract_answer, is_correct,
                                load_problems)
 from inference.scaling.verifier import DIGIT, EQUALS, OP, OTHER, SPACE, SUB
+
+SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 @pytest.fixture(scope="module")
@@ -114,17 +117,24 @@ def test_is_correct():
 
 
 def test_load_svamp():
-    problems = load_problems(default_data_path())
+    problems = load_problems(str(SHARED / "svamp" / "svamp.json"))
     assert len(problems) == 700
     first = problems[0]
     assert isinstance(first, Problem) and first.id == "chal-1" and first.answer == 51.0
     assert first.question.startswith("Each pack of dvds costs 76 dollars.") and "  " not in first.question
     assert first.question.endswith("How much do you have to pay to buy each pack?")
-    assert load_problems(default_data_path(), n=3, offset=1) == problems[1:4]
+    assert load_problems(str(SHARED / "svamp" / "svamp.json"), n=3, offset=1) == problems[1:4]
+
+
+def test_the_shipped_problems_are_svamp_0_to_399_and_the_first_gsm8k_training_problems():
+    """What the package carries is the shared data's training rows, unchanged (so never a test problem)."""
+    assert load_problems(default_data_path()) == load_problems("svamp") == load_problems(
+        str(SHARED / "svamp" / "svamp.json"), n=400)
+    assert load_problems("gsm8k") == load_problems(str(SHARED / "gsm8k" / "train.jsonl"), n=200)
 
 
 def test_load_gsm8k():
-    path = default_data_path().replace("svamp/svamp.json", "gsm8k/test.jsonl")
+    path = str(SHARED / "gsm8k" / "test.jsonl")
     problems = load_problems(path)
     assert len(problems) == 1000
     assert problems[0].answer == 18.0 and problems[0].id == "gsm8k-0"

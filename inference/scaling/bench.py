@@ -3,6 +3,9 @@
     python -m inference.scaling.bench --data ../shared/data/svamp/svamp.json --problems 20 \\
         --budgets 1,4,16 --methods pf,pgibbs,bon,beam,majority,weighted --json results.json --plot scaling.png
 
+--data is a set shipped with the package ("svamp", the default: SVAMP 0-399; "gsm8k": 200 GSM8K training
+problems) or a file; every argument is checked before the language model loads.
+
 Prints, per method and budget: accuracy with a 95% Wilson interval, mean tokens generated and reward
 calls per problem, and wall seconds per problem (compilation included: the first problem of each
 shape compiles); writes the same records as JSON with --json, and plots accuracy against budget.
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import pathlib
 import sys
 
 import jax
@@ -22,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from .data import EXAMPLE_PROBLEMS, default_data_path, is_correct, load_problems
+from .data import DATA_SETS, is_correct, load_problems
 from .solve import METHODS, Reasoner
 
 __all__ = ["evaluate", "main", "wilson_interval"]
@@ -41,26 +45,35 @@ def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float
 def evaluate(reasoner: Reasoner, problems: list, methods: tuple, budgets: tuple, seed: int = 0, batch: int = 1,
              progress: bool = True, json_path: str | None = None) -> list[dict]:
     """Records {method, budget, accuracy, ci_low, ci_high, n_problems, tokens, reward_calls, seconds},
-    tokens, reward calls and seconds as means per problem; `batch` problems run side by side. With
-    `json_path`, the records so far are written there after every batch (a long run that is stopped
-    keeps what it measured)."""
-    tallies = {(m, b): {"correct": 0, "tokens": 0, "reward_calls": 0, "seconds": 0.0} for m in methods for b in budgets}
-    bar = tqdm(total=len(problems) * len(budgets), disable=not progress, desc="problems x budgets")
+    tokens, reward calls and seconds as means per problem; `batch` problems run side by side. The progress
+    bar advances by a batch's problems as each method answers them, and shows each method's accuracy so far
+    at the budget in progress. With `json_path`, the records so far are written there after every batch (a
+    long run that is stopped keeps what it measured)."""
+    if not problems:
+        raise ValueError("problems is empty: give at least one problem")
+    tallies = {(m, b): {"correct": 0, "solved": 0, "tokens": 0, "reward_calls": 0, "seconds": 0.0}
+               for m in methods for b in budgets}
+    bar = tqdm(total=len(problems) * len(budgets) * len(methods), disable=not progress, unit="answer",
+               desc="solving")
     for first in range(0, len(problems), batch):
         chunk = problems[first:first + batch]
         for budget in budgets:
             keys = jnp.stack([jax.random.fold_in(jax.random.key(seed), (first + i) * 1000 + budget)
                               for i in range(len(chunk))])
-            for problem, solutions in zip(chunk, reasoner.solve_batch(keys, [p.question for p in chunk], methods,
-                                                                        budget)):
-                for method, solution in solutions.items():
-                    tally = tallies[(method, budget)]
-                    tally["correct"] += is_correct(solution.answer, problem.answer)
-                    tally["tokens"] += solution.tokens_generated
-                    tally["reward_calls"] += solution.reward_calls
-                    tally["seconds"] += solution.seconds
-            bar.update(len(chunk))
-            bar.set_postfix({m: f"{tallies[(m, budgets[-1])]['correct']}" for m in methods})
+
+            def tally(method, solutions, budget=budget):
+                t = tallies[(method, budget)]
+                for problem, solution in zip(chunk, solutions):
+                    t["correct"] += is_correct(solution.answer, problem.answer)
+                    t["solved"] += 1
+                    t["tokens"] += solution.tokens_generated
+                    t["reward_calls"] += solution.reward_calls
+                    t["seconds"] += solution.seconds
+                bar.set_postfix_str(f"budget {budget}: " + ", ".join(
+                    f"{m} {tallies[(m, budget)]['correct']}/{tallies[(m, budget)]['solved']}" for m in methods))
+                bar.update(len(chunk))
+
+            reasoner.solve_batch(keys, [p.question for p in chunk], methods, budget, on_solved=tally)
         if json_path:
             with open(json_path, "w") as f:
                 json.dump(_records(tallies, first + len(chunk)), f, indent=1)
@@ -110,42 +123,62 @@ def plot(records: list[dict], path: str, title: str) -> None:
     plt.close(fig)
 
 
+def _at_least(minimum: int):
+    """An argparse type: an int of at least `minimum`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer of at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _budgets(text: str) -> tuple[int, ...]:
+    """An argparse type: comma-separated positive ints ("1,4,16")."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError("expected comma-separated positive integers such as 1,4,16")
+    return tuple(_at_least(1)(part) for part in parts)
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(prog="python -m inference.scaling.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=None, help="SVAMP (.json) or GSM8K (.jsonl) file; default: SVAMP")
-    parser.add_argument("--problems", type=int, default=10, help="how many problems (from --offset)")
-    parser.add_argument("--offset", type=int, default=0)
-    parser.add_argument("--budgets", default="1,4,16")
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--data", default="svamp", help=f"a problem set shipped with the package ({', '.join(DATA_SETS)}) "
+                        "or the path of an SVAMP (.json) or GSM8K (.jsonl) file; default: svamp (SVAMP 0-399)")
+    parser.add_argument("--problems", type=_at_least(1), default=10, help="how many problems (from --offset)")
+    parser.add_argument("--offset", type=_at_least(0), default=0, help="index of the first problem")
+    parser.add_argument("--budgets", type=_budgets, default=(1, 4, 16), help="comma-separated, e.g. 1,4,16")
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, among {','.join(METHODS)}")
     parser.add_argument("--reward", default="verifier", choices=("verifier", "judge"))
-    parser.add_argument("--steps", type=int, default=4, help="reasoning steps T")
-    parser.add_argument("--step-tokens", type=int, default=32, help="tokens per step at most")
+    parser.add_argument("--steps", type=_at_least(1), default=4, help="reasoning steps T")
+    parser.add_argument("--step-tokens", type=_at_least(1), default=32, help="tokens per step at most")
     parser.add_argument("--model", default=None, help="a GGUF file or safetensors directory (default: SmolLM2-135M)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch", type=int, default=1, help="problems run side by side (vmap); all one shape")
+    parser.add_argument("--batch", type=_at_least(1), default=1, help="problems run side by side (vmap); all one shape")
     parser.add_argument("--json", default=None, help="write the records here")
     parser.add_argument("--plot", default="scaling.png", help="accuracy against budget (empty: no plot)")
     opts = parser.parse_args(argv)
-    methods = tuple(m.strip() for m in opts.methods.split(",") if m.strip())
+    methods = tuple(dict.fromkeys(m.strip() for m in opts.methods.split(",") if m.strip()))
     unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        parser.error(f"unknown methods {unknown}; choose among {','.join(METHODS)}")
-    budgets = tuple(int(b) for b in opts.budgets.split(","))
-    try:
-        data = opts.data or default_data_path()
-        problems = load_problems(data, opts.problems, opts.offset)
-    except FileNotFoundError as error:
-        if opts.data:
-            raise
-        data = "the built-in example problems (SVAMP not found)"
-        print(f"{error}\nusing {data}", file=sys.stderr)
-        problems = EXAMPLE_PROBLEMS[opts.offset:opts.offset + opts.problems]
+    if unknown or not methods:
+        parser.error(f"--methods: unknown methods {unknown}; choose among {','.join(METHODS)}")
+    if opts.model is not None and not pathlib.Path(opts.model).exists():
+        parser.error(f"--model: no GGUF file or safetensors directory at {opts.model!r}")
+    try:  # every argument is checked before the model loads
+        problems = load_problems(opts.data, opts.problems, opts.offset)
+    except (OSError, ValueError) as error:
+        parser.error(f"--data: {error}")
 
     import ppl
 
     reasoner = Reasoner(ppl.lm.load(opts.model), opts.reward, n_steps=opts.steps, step_tokens=opts.step_tokens)
-    records = evaluate(reasoner, problems, methods, budgets, opts.seed, opts.batch, json_path=opts.json)
-    print(f"\n{len(problems)} problems from {data} (offset {opts.offset}), reward: {opts.reward}, "
+    records = evaluate(reasoner, problems, methods, opts.budgets, opts.seed, opts.batch, json_path=opts.json)
+    print(f"\n{len(problems)} problems from {opts.data} (offset {opts.offset}), reward: {opts.reward}, "
           f"{opts.steps} steps of up to {opts.step_tokens} tokens; jax {jax.__version__} on {jax.devices()[0].platform}")
     print(table(records))
     if opts.plot:

@@ -1,7 +1,8 @@
 """Arithmetic word problems (SVAMP, GSM8K) and the grading of a model's final answer.
 
-The data sets are not part of the repository: they live in `../shared/data` next to it (see its
-README). A problem keeps only what inference and grading need: the question text and the numeric answer.
+Two small sets of training problems ship with the package (`DATA_SETS`; `problems/README.md` says which
+rows): SVAMP 0–399, the default, and the first 200 of GSM8K train. Whole files (`../shared/data`) load by
+path. A problem keeps only what inference and grading need: the question text and the numeric answer.
 """
 
 from __future__ import annotations
@@ -11,7 +12,11 @@ import pathlib
 import re
 from typing import NamedTuple
 
-__all__ = ["Problem", "default_data_path", "extract_answer", "is_correct", "load_problems"]
+__all__ = ["DATA_SETS", "Problem", "data_path", "default_data_path", "extract_answer", "is_correct", "load_problems"]
+
+DATA_SETS = {"svamp": "svamp_train.json", "gsm8k": "gsm8k_train.jsonl"}
+"""The problem sets shipped in the package, by name."""
+_BUNDLED = pathlib.Path(__file__).resolve().parent / "problems"
 
 _FORMATS = ("SVAMP (a JSON list of objects with 'Body', 'Question' and 'Answer') or GSM8K (JSON lines "
             "of objects with 'question' and an 'answer' ending in '#### <number>')")
@@ -59,9 +64,17 @@ def _gsm8k(path: str, lines: list[str]) -> list[Problem]:
 
 
 def load_problems(path: str, n: int | None = None, offset: int = 0) -> list[Problem]:
-    """Problems `offset` to `offset + n` of an SVAMP or GSM8K file, whose format is read from its content
-    (so that a file renamed or cut down still loads). GSM8K ids are the line index in the file."""
+    """Problems `offset` to `offset + n` (all from `offset` when n is None) of an SVAMP or GSM8K file, or of a
+    set shipped with the package (`DATA_SETS`), whose format is read from its content (so that a file renamed or
+    cut down still loads). GSM8K ids are the line index in the file. A range the file does not hold is refused."""
+    if n is not None and (not isinstance(n, int) or n < 1):
+        raise ValueError(f"n is the number of problems to load, at least 1; got {n!r}")
+    if not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"offset is the index of the first problem, at least 0; got {offset!r}")
+    path = data_path(path)
     text = pathlib.Path(path).read_text(encoding="utf-8")
+    if not text.strip():
+        raise ValueError(f"{path} is empty: it holds no problems; expected {_FORMATS}")
     try:
         data = json.loads(text)
     except json.JSONDecodeError:
@@ -77,31 +90,26 @@ def load_problems(path: str, n: int | None = None, offset: int = 0) -> list[Prob
         if not (isinstance(first, dict) and "question" in first and "answer" in first):
             raise ValueError(f"{path} is not a problem file: expected {_FORMATS}")
         problems = _gsm8k(path, lines)
-    return problems[offset:] if n is None else problems[offset:offset + n]
+    end = len(problems) if n is None else offset + n
+    if offset >= len(problems) or end > len(problems):
+        raise ValueError(f"problems {offset} to {end - 1} were asked for, but {path} holds {len(problems)} "
+                         f"(0 to {len(problems) - 1}); lower offset or n")
+    return problems[offset:end]
 
 
-EXAMPLE_PROBLEMS = [  # written for this project, in SVAMP's style: the demonstration's data when SVAMP is absent
-    Problem("Lena had 12 stickers. She gave 5 stickers to her brother. How many stickers does Lena have now?", 7.0,
-            "example-1"),
-    Problem("A baker made 8 trays of rolls with 6 rolls on each tray. How many rolls did the baker make?", 48.0,
-            "example-2"),
-    Problem("Omar read 23 pages on Monday and 19 pages on Tuesday. How many pages did he read in the two days?",
-            42.0, "example-3"),
-    Problem("There are 36 chairs in a hall, put in 4 equal rows. How many chairs are in each row?", 9.0, "example-4"),
-    Problem("A box holds 50 pencils. 17 pencils were taken out and 9 were put back. How many pencils are in the box?",
-            42.0, "example-5"),
-    Problem("Mia has 7 red balloons and 3 times as many blue balloons. How many blue balloons does she have?", 21.0,
-            "example-6"),
-]
+def data_path(data: str) -> str:
+    """The file of `data`: a bundled set's name (`DATA_SETS`: "svamp", "gsm8k") or the path of a problem file."""
+    if data in DATA_SETS:
+        return str(_BUNDLED / DATA_SETS[data])
+    if not pathlib.Path(data).is_file():
+        raise FileNotFoundError(f"no problem file at {data!r}; give the path of an SVAMP or GSM8K file, or the name "
+                                f"of a set shipped with the package: {', '.join(DATA_SETS)}")
+    return data
 
 
 def default_data_path() -> str:
-    """SVAMP, the default benchmark: one or two operations per problem suit a small model."""
-    path = pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "data" / "svamp" / "svamp.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"SVAMP is expected at {path} (the shared data folder next to the repository, "
-                                "../shared/data); give the path of a problem file instead")
-    return str(path)
+    """SVAMP problems 0–399, shipped with the package: one or two operations per problem suit a small model."""
+    return data_path("svamp")
 
 
 def extract_answer(text: str) -> float | None:

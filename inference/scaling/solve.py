@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -131,15 +131,19 @@ class Reasoner:
         """Answer `question` with `method` at `budget` (see the module docstring)."""
         return self.solve_batch(key[None], [question], (method,), budget)[0][method]
 
-    def solve_batch(self, keys: jax.Array, questions: list[str], methods: tuple = METHODS, budget: int = 4) -> list:
+    def solve_batch(self, keys: jax.Array, questions: list[str], methods: tuple = METHODS, budget: int = 4,
+                    on_solved: Callable[[str, list], None] | None = None) -> list:
         """[{method: Solution}] per question, one key each; the questions run side by side (`jax.vmap`), which
         fills a wide machine. Best-of-N, majority and weighted vote choose among the same N independent
-        trajectories (one run, its cost reported for each); seconds are the batch's, shared equally."""
+        trajectories (one run, its cost reported for each); seconds are the batch's, shared equally.
+        `on_solved(method, solutions)`, if given, is called as each method's solutions are ready."""
         unknown = [m for m in methods if m not in METHODS]
         if unknown:
             raise ValueError(f"methods must be among {METHODS}, got {unknown}")
         if not isinstance(budget, int) or budget < 1:
             raise ValueError(f"budget must be a positive int, got {budget!r}")
+        if not questions:
+            raise ValueError("questions is empty: give at least one question")
         states, prompts = self._prompt_states(questions)
         runs: dict = {}
         out: list = [{} for _ in questions]
@@ -154,6 +158,8 @@ class Reasoner:
             for i, prompt in enumerate(prompts):
                 row = jax.tree.map(lambda x: x[i], candidates)
                 out[i][method] = self._solution(keys[i], row, seconds, RULE_OF[method], prompt)
+            if on_solved is not None:
+                on_solved(method, [solutions[method] for solutions in out])
         return out
 
     def _prompt_states(self, questions: list[str]):
