@@ -1,9 +1,5 @@
 import os
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
 
@@ -14,28 +10,20 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 
 @pytest.fixture(scope="session")
-def llama_cpp_server(tmp_path_factory):
-    """llama.cpp's OpenAI-compatible server (llama-cpp-python[server], a test dependency) on the same GGUF."""
-    log_path = tmp_path_factory.mktemp("llama_cpp") / "server.log"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", weights.default_path(), "--host", "127.0.0.1",
-         "--port", str(port), "--n_ctx", "2048", "--logits_all", "true"],
-        stdout=log_path.open("w"), stderr=subprocess.STDOUT)  # a file: a full pipe would block the server
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
+def llama_server():
+    """llama.cpp's OpenAI-compatible server on the same GGUF, in-process through the prebuilt `xllamacpp` wheel
+    (a test dependency); yields its base URL."""
+    import xllamacpp  # here, not above: only the tests against a real server need it
+
+    params = xllamacpp.CommonParams()
+    params.model.path = weights.default_path()
+    params.hostnames, params.port = ["127.0.0.1"], 0  # loopback only, on a free port
+    params.n_ctx, params.n_parallel, params.cpuparams.n_threads = 2048, 4, 2
+    params.verbosity = 1  # errors only: the default (3) logs every request
     try:
-        while True:
-            try:
-                urllib.request.urlopen(url + "/v1/models", timeout=2).read()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("llama_cpp.server did not start: " + log_path.read_text()[-2000:])
-                time.sleep(0.5)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+        server = xllamacpp.Server(params)
+    except RuntimeError as e:
+        raise RuntimeError(f"llama.cpp's server (xllamacpp {xllamacpp.__version__}) did not start on "
+                           f"{params.model.path}: see its errors in the captured stderr") from e
+    yield server.listening_address
+    del server  # xllamacpp has no stop method: its destructor ends the server's loop and frees the model

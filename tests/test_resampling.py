@@ -113,23 +113,24 @@ def test_boundary_uniforms_land_on_last_positive_weight():
 
 
 def test_ess():
-    assert resampling.ess(jnp.zeros(N)) == pytest.approx(N, rel=1e-5)
-    assert resampling.ess(jnp.full(N, -3.7)) == pytest.approx(N, rel=1e-5)
+    # float(): from pytest 9.2, approx reads array-likes through .flat, which JAX arrays lack
+    assert float(resampling.ess(jnp.zeros(N))) == pytest.approx(N, rel=1e-5)
+    assert float(resampling.ess(jnp.full(N, -3.7))) == pytest.approx(N, rel=1e-5)
     one_hot = jnp.full(N, -jnp.inf).at[3].set(0.0)
-    assert resampling.ess(one_hot) == pytest.approx(1.0, rel=1e-6)
+    assert float(resampling.ess(one_hot)) == pytest.approx(1.0, rel=1e-6)
     assert resampling.ess(jnp.full(N, -jnp.inf)) == 0.0  # no weight at all: ESS 0, not NaN
     assert jnp.all(resampling.weights(jnp.full(N, -jnp.inf)) == 0.0)
     logw = _log_weights()
     w = np.asarray(jax.nn.softmax(logw), dtype=np.float64)
-    assert resampling.ess(logw) == pytest.approx(1 / (w**2).sum(), rel=1e-5)
+    assert float(resampling.ess(logw)) == pytest.approx(1 / (w**2).sum(), rel=1e-5)
     for shift in (-1e3, 50.0, 1e3):  # exp(1e3) overflows: only a log-space ESS survives
-        assert resampling.ess(logw + shift) == pytest.approx(resampling.ess(logw), rel=1e-4)
+        assert float(resampling.ess(logw + shift)) == pytest.approx(float(resampling.ess(logw)), rel=1e-4)
 
 
 def test_normalize():
     logw = _log_weights() + 1e3
     normed = resampling.normalize(logw)
-    assert jax.nn.logsumexp(normed) == pytest.approx(0.0, abs=1e-5)
+    assert float(jax.nn.logsumexp(normed)) == pytest.approx(0.0, abs=1e-5)
     np.testing.assert_allclose(jnp.exp(normed), jax.nn.softmax(logw), rtol=1e-5, atol=1e-12)
     assert normed[2] == -jnp.inf
 

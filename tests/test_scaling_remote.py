@@ -10,9 +10,9 @@ from inference.scaling.remote import RemoteReasoner
 
 
 @pytest.fixture(scope="module")
-def remote(llama_cpp_server):
+def remote(llama_server):
     tokenizer = ppl.lm.load().tokenizer
-    return RemoteReasoner(ppl.lm.HTTPEngine(llama_cpp_server, timeout=120), tokenizer, n_steps=3, step_tokens=24)
+    return RemoteReasoner(ppl.lm.HTTPEngine(llama_server, timeout=120), tokenizer, n_steps=3, step_tokens=24)
 
 
 def test_importance_weights_are_the_verifier_penalties(remote):
@@ -23,6 +23,8 @@ def test_importance_weights_are_the_verifier_penalties(remote):
     np.testing.assert_allclose(solution.weights, expected / expected.sum(), rtol=1e-6)
     assert 0 < solution.reward_calls <= 4 * 3 and solution.tokens_generated >= solution.reward_calls
     assert all(text.strip() for text in solution.texts)
+    # a step that stopped at its newline is followed by the next (a particle ends at end-of-sequence only)
+    assert solution.reward_calls > 4 and any(text.count("\n") >= 1 for text in solution.texts), solution.texts
 
 
 def test_particle_filter_and_beam_search_run_over_http(remote):
@@ -35,7 +37,7 @@ def test_particle_filter_and_beam_search_run_over_http(remote):
         remote.solve(0, problem.question, "sampling", budget=4)
 
 
-def test_particle_gibbs_over_http_keeps_a_weighted_lineage(llama_cpp_server, remote):
+def test_particle_gibbs_over_http_keeps_a_weighted_lineage(llama_server, remote):
     """Two CSMC sweeps of 4 particles with a plug-in reward (a Python callable): each sweep's trajectory is a
     candidate with equal weight, and every scored step, the reference's included, went through the reward."""
     problem = scaling.load_problems(scaling.default_data_path(), 1, 4)[0]

@@ -16,10 +16,9 @@ weight is its reward alone; ancestor sampling is not offered here, since it must
 reference's next step under every particle's prefix (teacher forcing), which the completions
 API does not offer in general.
 
-A step ends at a newline, at the token budget, or at end-of-sequence: the server reports
-"stop" for both a stop string and end-of-sequence, and llama.cpp's server returns the stop
-string's token among the logprobs tokens, which tells them apart (a "stop" without a newline
-token is taken as end-of-sequence).
+A step ends at a newline (the stop string), at the token budget, or at end-of-sequence, which the
+engine reports as "eos" where the server marks it apart (llama.cpp's server does); behind a server
+that calls both "stop", a finished particle keeps taking (empty) steps until the last.
 """
 
 from __future__ import annotations
@@ -156,13 +155,13 @@ class RemoteReasoner:
         outs = self.engine.complete([run.prompt + texts[i] for i in live], max_tokens=self.step_tokens,
                                     temperature=self.lm_temperature, stop=["\n"], seed=run.seed * 100_000 + run.calls)
         for i, out in zip(live, outs):
-            newline = any("\n" in piece for piece in out.tokens)
+            newline = out.finish_reason == "stop"  # the stop string, left out of the text
             step = out.text + ("\n" if newline else "")
             complete = out.finish_reason != "length"
             p.log_w[i] += self.reward(texts[i], step, complete) / self.reward_temperature
             p.steps[i].append(step)
             p.complete[i].append(complete)
-            p.done[i] = out.finish_reason == "stop" and not newline
+            p.done[i] = out.finish_reason == "eos"
             run.tokens += len(out.tokens)
         run.calls += live.size
         return True

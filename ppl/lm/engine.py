@@ -33,7 +33,8 @@ class Completion(NamedTuple):
     tokens: list[str]
     token_logprobs: list[float]
     finish_reason: str
-    """"stop" (end-of-sequence or a stop string) or "length" (the token budget)."""
+    """"stop" (a stop string, which is not part of `text`), "eos" (end-of-sequence) or "length" (the token
+    budget). A server that does not mark end-of-sequence apart (the OpenAI API calls both "stop") gives "stop"."""
 
 
 class EngineError(RuntimeError):
@@ -98,9 +99,17 @@ class HTTPEngine:
 
 def _completion(choice: dict) -> Completion:
     logprobs = choice.get("logprobs") or {}
-    tokens = list(logprobs.get("tokens") or [])
-    values = [float("nan") if v is None else float(v) for v in (logprobs.get("token_logprobs") or [])]
-    return Completion(choice.get("text", ""), tokens, values, choice.get("finish_reason") or "stop")
+    reason = choice.get("finish_reason") or "stop"
+    if "content" in logprobs:  # llama.cpp's server: one {"token", "logprob", ...} object per token
+        entries = logprobs["content"] or []
+        if reason == "stop" and entries and entries[-1].get("token") == "":
+            # it ends an end-of-sequence stop with that token, whose text is empty (a stop string's is left out)
+            entries, reason = entries[:-1], "eos"
+        tokens, raw = [e.get("token", "") for e in entries], [e.get("logprob") for e in entries]
+    else:  # the legacy OpenAI format (vLLM, OpenAI, llama-cpp-python): parallel lists
+        tokens, raw = list(logprobs.get("tokens") or []), logprobs.get("token_logprobs") or []
+    values = [float("nan") if v is None else float(v) for v in raw]
+    return Completion(choice.get("text", ""), tokens, values, reason)
 
 
 class JaxEngine:
@@ -118,7 +127,7 @@ class JaxEngine:
             ids, reason = [], "length"
             for t in row:
                 if t == self.lm.eos_id:
-                    reason = "stop"
+                    reason = "eos"
                     break
                 ids.append(int(t))
             pieces = [self.lm.tokenizer.decode([i]) for i in ids]
