@@ -35,7 +35,7 @@ import optax
 
 import ppl
 
-from . import resampling, smc
+from . import _inputs, resampling, smc
 from .mcmc import kernels, run as mcmc_run
 from .mcmc.kernels import Kernel
 from .mcmc.progress import progress, progress_callback
@@ -59,6 +59,7 @@ def run(
     proposal: ppl.GenFn | None = None,
     init: Any = "prior",
     progress_bar: bool = True,
+    check_convergence: bool = True,
 ) -> MCMCResult:
     """Particle Gibbs: `num_chains` chains (vectorised) of CSMC sweeps cycled with `parameter_kernel`.
 
@@ -80,6 +81,8 @@ def run(
         proposal: the CSMC proposal of a step's latent choices; None for the step's prior.
         init: the initial trace: "prior" or a choice map (see `mcmc.run`).
         progress_bar: a tqdm bar advanced from inside the compiled program.
+        check_convergence: warn (`mcmc.ConvergenceWarning`) when R-hat, bulk ESS or divergences fail
+            Stan's thresholds, or a chain never moved (see `mcmc.convergence`).
 
     Returns:
         An `MCMCResult` with every latent address, trajectory included, shaped (chain, draw, ...).
@@ -87,7 +90,7 @@ def run(
     sweep = smc.csmc_kernel(observations, n_particles, ancestor_sampling, backward_sampling, proposal)
     kernel = sweep if parameter_kernel is None else kernels.cycle(sweep, parameter_kernel)
     return mcmc_run(key, kernel, model, args, observations, num_samples, num_chains, num_warmup, init=init,
-                    progress_bar=progress_bar)
+                    progress_bar=progress_bar, check_convergence=check_convergence)
 
 
 def update_rate(trajectory: Any) -> jax.Array:
@@ -168,8 +171,8 @@ def learn(
     chain whose fixed point is a zero of the score; the returned estimate averages
     the last `average` fraction of them.
     """
-    if not isinstance(num_steps, int) or num_steps < 2:
-        raise ValueError(f"num_steps must be an int >= 2, got {num_steps!r}")
+    num_steps = _inputs.count("num_steps", num_steps, 2)
+    n_particles = _inputs.count("n_particles", n_particles)
     if not 0.0 < average <= 1.0:
         raise ValueError(f"average is the fraction of iterates to average, in (0, 1]; got {average!r}")
     leaves = jax.tree.leaves(params)
@@ -177,7 +180,7 @@ def learn(
         raise ValueError("params must be a pytree of floating-point arrays (the model's first argument)")
     optimizer = optax.adam(1e-2) if optimizer is None else optimizer
     params = jax.tree.map(jnp.asarray, params)
-    args, observations = tuple(args), ppl.choicemap.normalize(observations)
+    args, observations = _inputs.model_args(args), _inputs.observations(observations)
     k_init, k_run = jax.random.split(key)
     trace, _ = model.generate(k_init, observations, params, *args)
     cfg = (n_particles, num_steps, ancestor_sampling, progress_bar)

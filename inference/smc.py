@@ -40,7 +40,7 @@ from jax.scipy.special import logsumexp
 import ppl
 from ppl.sequential import StateSpace, state_space
 
-from . import resampling
+from . import _inputs, resampling
 from ._jit import jit
 from .mcmc import kernels
 from .mcmc.kernels import Kernel
@@ -346,6 +346,7 @@ def _step(cfg: _Config, observations, reference):
 
 
 def _run(key, cfg: _Config, args: tuple, observations, reference_prefix, reference_steps):
+    cfg.ss.check_observations(observations)  # each step slices its block: a wrong length would go unseen
     k_init, k_steps = jax.random.split(key)
     # a reference's observed values are the observations themselves: given once
     reference_prefix = None if reference_prefix is None else latents(reference_prefix, observations)
@@ -481,11 +482,11 @@ def run(
             and no traces, which is what lineages and budget counts need when carries are large).
         mesh: a one-axis `jax.sharding.Mesh` to shard the particles across devices.
     """
-    _check_run_args(n_particles, ess_threshold, resampling_scheme, mesh)
+    n_particles = _check_run_args(n_particles, ess_threshold, resampling_scheme, mesh)
     if return_traces not in (True, False, "history"):
         raise ValueError(f"return_traces is True, False or 'history', got {return_traces!r}")
     cfg = (n_particles, proposal, resampling_scheme, float(ess_threshold), rejuvenation, return_traces, False, mesh)
-    return _run_compiled(key, model, tuple(args), ppl.choicemap.normalize(observations), None, cfg)
+    return _run_compiled(key, model, _inputs.model_args(args), _inputs.observations(observations), None, cfg)
 
 
 def csmc(
@@ -513,14 +514,15 @@ def csmc(
     same mixing). The final traces' slot 0 is the reference (up to ancestor
     sampling rewriting its past).
     """
-    _check_run_args(n_particles, 1.0, "systematic", None)
+    n_particles = _check_run_args(n_particles, 1.0, "systematic", None)
     _check_ancestor_sampling(ancestor_sampling)
-    ss = state_space(model, tuple(args))
+    args = _inputs.model_args(args)
+    ss = state_space(model, args)
     reference = ppl.choicemap.normalize(reference)
     steps = ppl.choicemap.subconstraint(reference, ss.path)
     prefix = _outside(reference, ss.path)
     cfg = (n_particles, proposal, "systematic", 1.0, None, True, ancestor_sampling, None)
-    return _run_compiled(key, model, tuple(args), ppl.choicemap.normalize(observations), (prefix, steps), cfg)
+    return _run_compiled(key, model, args, _inputs.observations(observations), (prefix, steps), cfg)
 
 
 def csmc_kernel(
@@ -543,9 +545,9 @@ def csmc_kernel(
 
         kernels.cycle(smc.csmc_kernel(obs, 20), kernels.nuts(ppl.sel("sigma"), 0.2))
     """
-    _check_run_args(n_particles, 1.0, "systematic", None)
+    n_particles = _check_run_args(n_particles, 1.0, "systematic", None)
     _check_ancestor_sampling(ancestor_sampling)
-    step = _CSMCStep(ppl.choicemap.normalize(observations), n_particles, ancestor_sampling, backward_sampling, proposal)
+    step = _CSMCStep(_inputs.observations(observations), n_particles, ancestor_sampling, backward_sampling, proposal)
     return Kernel(kernels.identity, step)
 
 
@@ -629,9 +631,9 @@ def _scan_args_of(ss: StateSpace, traces, args):
     return prefix.scan_args
 
 
-def _check_run_args(n_particles, ess_threshold, scheme, mesh) -> None:
-    if not isinstance(n_particles, int) or n_particles < 1:
-        raise ValueError(f"n_particles must be a positive int, got {n_particles!r}")
+def _check_run_args(n_particles, ess_threshold, scheme, mesh) -> int:
+    """The settings' errors, before anything is traced; returns N as a Python int."""
+    n_particles = _inputs.count("n_particles", n_particles)
     if not 0.0 <= float(ess_threshold) <= 1.0:
         raise ValueError(f"ess_threshold is a fraction of N in [0, 1], got {ess_threshold!r}")
     resampling.get(scheme)  # names the valid schemes if unknown
@@ -640,6 +642,7 @@ def _check_run_args(n_particles, ess_threshold, scheme, mesh) -> None:
             raise ValueError("smc.run shards particles along a one-axis mesh; build jax.sharding.Mesh(devices, ('p',))")
         if n_particles % mesh.devices.size:
             raise ValueError(f"n_particles ({n_particles}) must be a multiple of the mesh size ({mesh.devices.size})")
+    return n_particles
 
 
 def _check_ancestor_sampling(ancestor_sampling) -> None:

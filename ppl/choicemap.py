@@ -17,10 +17,14 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .errors import ModelError
 
-__all__ = ["Masked", "Unconstrained", "check_all_visited", "index", "masked", "merge", "nest", "normalize", "subconstraint", "unmask"]
+__all__ = [
+    "Masked", "Unconstrained", "check_all_visited", "check_observations", "check_selected", "index", "masked", "merge",
+    "nest", "normalize", "subconstraint", "unmask",
+]
 
 
 class Masked(eqx.Module):
@@ -117,29 +121,84 @@ def subconstraint(choices: Any, path: tuple) -> Any:
 def check_all_visited(choices: Any, visited: set[tuple], what: str = "constraint") -> None:
     """Raise if `choices` has an address that none of the `visited` paths reaches."""
     prefixes = {p[:i] for p in visited for i in range(len(p) + 1)}
+    problem = f"a {what} is given at an address the model never visits; remove it or fix its name"
 
     def walk(node: Any, path: tuple) -> None:
         if path in visited:
             return  # the callee at this address validates the rest
         if not isinstance(node, dict):
-            raise _unvisited(path, what, visited)
+            raise _unvisited(path, problem, visited)
         for k, sub in node.items():
             if path + (k,) not in prefixes:
-                raise _unvisited(path + (k,), what, visited)
+                raise _unvisited(path + (k,), problem, visited)
             walk(sub, path + (k,))
 
     if isinstance(choices, dict):
         walk(choices, ())
 
 
-def _unvisited(path: tuple, what: str, visited: set[tuple]) -> ModelError:
-    known = sorted("/".join(map(str, p)) for p in visited)
+def check_selected(paths: set[tuple], choices: Any) -> None:
+    """Raise if one of `paths` (the addresses a selection names) is no address, nor a prefix of one, in `choices`."""
+    leaves = set(leaf_paths(choices))
+    prefixes = {p[:i] for p in leaves for i in range(len(p) + 1)}
+    missing = sorted(paths - prefixes, key=str)
+    if missing:
+        raise _unvisited(missing[0], "the selection names an address the model never visits, so it selects "
+                                     "nothing there; fix its name", leaves)
+
+
+def _unvisited(path: tuple, problem: str, visited: set[tuple]) -> ModelError:
+    known = sorted("/".join(map(str, p)) for p in visited if p)
     shown = ", ".join(repr(k) for k in known[:12]) + (" ..." if len(known) > 12 else "")
-    return ModelError(
-        f"a {what} is given at an address the model never visits; "
-        f"remove it or fix its name (addresses visited here: {shown or 'none'})",
-        path,
-    )
+    return ModelError(f"{problem} (addresses visited here: {shown or 'none'})", path)
+
+
+def check_observations(choices: Any) -> None:
+    """Raise a `ModelError` naming the address if a concrete value in the choice map `choices` holds a NaN.
+
+    A NaN observation makes every weight NaN or -inf without saying where it came from; a missing value is
+    given as `ppl.Masked(value, mask)` instead, where a NaN under a false flag is allowed. Traced values (inside
+    `jit`, `vmap` or `grad`) cannot be inspected and are skipped, so this costs nothing in compiled code.
+    """
+
+    def walk(node: Any, path: tuple) -> None:
+        if isinstance(node, dict):
+            for k, sub in node.items():
+                walk(sub, path + (k if isinstance(k, tuple) else (k,)))
+            return
+        if isinstance(node, Masked):
+            where = _nan_positions(node.value, node.valid)
+        else:
+            where = _nan_positions(node.value if isinstance(node, Unconstrained) else node, True)
+        if where is not None and where.any():
+            raise ModelError(_nan_message(where), path)
+
+    walk(choices, ())
+
+
+def _nan_positions(value: Any, present: Any) -> np.ndarray | None:
+    """Where a concrete `value` is NaN and `present` (its Masked flag) is true; None where that cannot be known."""
+    if any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((value, present))):
+        return None
+    dtype = getattr(value, "dtype", None)
+    if dtype is not None and not jnp.issubdtype(dtype, jnp.inexact):
+        return None  # integers, booleans and keys hold no NaN
+    value = np.asarray(value)
+    if not np.issubdtype(value.dtype, np.inexact):
+        return None
+    present = np.asarray(present, bool)
+    present = present.reshape(present.shape + (1,) * (value.ndim - present.ndim))  # leading axes aligned, as masked()
+    return np.isnan(value) & present
+
+
+def _nan_message(where: np.ndarray) -> str:
+    fix = ("mark missing values with ppl.Masked(value, mask), mask False where a value is missing (its value is "
+           "then ignored), or drop them")
+    if where.ndim == 0:
+        return f"the value given here is NaN; {fix}"
+    first = tuple(int(i) for i in np.argwhere(where)[0])
+    index = first[0] if len(first) == 1 else first
+    return f"the value given here has {int(where.sum())} NaN(s) of {where.size}, the first at index {index}; {fix}"
 
 
 def merge(first: Any, second: Any) -> Any:
@@ -174,6 +233,13 @@ def unmask(choices: Any) -> Any:
     return jax.tree.map(
         lambda x: x.value if isinstance(x, Masked) else x, choices, is_leaf=lambda x: isinstance(x, Masked)
     )
+
+
+def leaf_paths(choices: Any, prefix: tuple = ()) -> list[tuple]:
+    """The address of every value in a choice map (`[()]` for a bare value)."""
+    if not isinstance(choices, dict):
+        return [prefix]
+    return [p for k, v in choices.items() for p in leaf_paths(v, prefix + (k,))]
 
 
 def leaf_shape_dtype(x: Any) -> tuple[tuple, Any]:

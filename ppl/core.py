@@ -121,12 +121,12 @@ class GenFn(eqx.Module):
         """log p(choices; args) of a full choice map, and the return value."""
         if streams.is_key(choices):
             raise ModelError("assess takes no key: call gen_fn.assess(choices, *args)")
-        return _jit_assess(self, choicemap.normalize(choices), args)
+        return _jit_assess(self, _observed(choices), args)
 
     def generate(self, key: jax.Array, constraints: dict | None, *args) -> tuple[Trace, jax.Array]:
         """A trace consistent with `constraints` and its log importance weight."""
         _check_key(key, "generate")
-        return _jit_generate(self, key, choicemap.normalize(constraints), args)
+        return _jit_generate(self, key, _observed(constraints), args)
 
     def update(self, key: jax.Array, trace: Trace, constraints: dict | None, *args) -> tuple[Trace, jax.Array, Any]:
         """Move `trace` to new `args` (the trace's own when none are given) and `constraints`.
@@ -137,7 +137,7 @@ class GenFn(eqx.Module):
         _check_key(key, "update")
         _check_trace(trace, "update")
         args = args if args else trace.args
-        return _jit_update(self, key, trace, choicemap.normalize(constraints), args)
+        return _jit_update(self, key, trace, _observed(constraints), args)
 
     def regenerate(self, key: jax.Array, trace: Trace, selection: Selection, *args) -> tuple[Trace, jax.Array]:
         """Resample the `selection` from the prior; the weight is the MH log acceptance ratio."""
@@ -194,12 +194,20 @@ def _jit_update(gen_fn, key, trace, constraints, args):
 
 @eqx.filter_jit
 def _jit_regenerate(gen_fn, key, trace, selection, args):
+    choicemap.check_selected(selection.paths(), trace.choices)  # at trace time: a typo would select nothing
     return gen_fn._regenerate(key, trace, selection, args)
 
 
 @eqx.filter_jit
 def _jit_project(trace, selection):
     return trace.project(selection)
+
+
+def _observed(choices):
+    """A choice map given to the model, normalised and refused if a concrete value holds a NaN."""
+    choices = choicemap.normalize(choices)
+    choicemap.check_observations(choices)
+    return choices
 
 
 def _check_key(key, method: str) -> None:

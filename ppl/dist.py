@@ -18,6 +18,7 @@ import inspect
 
 import numpyro.distributions as _nd
 
+from .core import current_handler
 from .distribution import Distribution, wrap
 
 __all__ = ["Distribution", "wrap"]
@@ -31,9 +32,13 @@ class _Factory:
         self.__name__ = cls.__name__
         self.__doc__ = cls.__doc__
         self.__wrapped__ = cls
+        self.validates = "validate_args" in inspect.signature(cls).parameters
 
     def __call__(self, *args, **kwargs) -> Distribution:
-        return Distribution(self.cls(*args, **kwargs))
+        if self.validates:  # ppl validates the arguments itself, in Distribution.log_prob where the address is known
+            kwargs.setdefault("validate_args", False)
+        d = Distribution(self.cls(*args, **kwargs))
+        return d if current_handler() is not None else d.validate()  # outside a model there is no address to wait for
 
     def __repr__(self) -> str:
         return f"ppl.dist.{self.cls.__name__}"

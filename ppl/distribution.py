@@ -14,6 +14,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro.distributions as nd
 
 from . import streams
@@ -117,9 +118,20 @@ class Distribution(GenFn):
     def to_event(self, reinterpreted_batch_ndims=None) -> Distribution:
         return Distribution(self.dist.to_event(reinterpreted_batch_ndims))
 
+    def validate(self) -> Distribution:
+        """This distribution, after raising a `ModelError` if a concrete parameter is outside its constraint."""
+        _valid_parameters(self.dist)
+        return self
+
     def log_prob(self, value) -> jax.Array:
-        """Total log density of `value` (summed over batch and event dimensions)."""
-        return jnp.sum(self.dist.log_prob(value))
+        """Total log density of `value` (summed over batch and event dimensions).
+
+        It is -inf, not NaN, where `value` is outside the support (masked-out elements aside), or where a traced
+        parameter is outside its constraint: a scale that is an observed or sampled value outside its own
+        support, say, where the joint density is 0. A concrete parameter outside its constraint raises.
+        """
+        valid = jnp.all(_in_support(self.dist, value)) & _valid_parameters(self.dist)
+        return jnp.where(valid, jnp.sum(self.dist.log_prob(value)), -jnp.inf)
 
     # --- the GFI ---
 
@@ -246,6 +258,61 @@ class Distribution(GenFn):
         if not jnp.issubdtype(u.dtype, jnp.floating):
             raise ModelError(f"the {what} is ppl.Unconstrained with dtype {u.dtype}; unconstrained values are floats")
         return u
+
+
+def _in_support(d: nd.Distribution, value) -> jax.Array:
+    """Per batch element of `d`: whether `value` is in the support or masked out (`.mask`)."""
+    if isinstance(d, nd.MaskedDistribution):
+        return _in_support(d.base_dist, value) | jnp.logical_not(d._mask)  # numpyro keeps the mask private
+    if isinstance(d, nd.Independent):
+        inside = _in_support(d.base_dist, value)
+        return jnp.all(inside, axis=tuple(range(inside.ndim - d.reinterpreted_batch_ndims, inside.ndim)))
+    if isinstance(d, nd.ExpandedDistribution):
+        return _in_support(d.base_dist, value)  # broadcasts to the expanded batch shape
+    return d.support(value)
+
+
+def _valid_parameters(d: nd.Distribution) -> jax.Array:
+    """Whether `d`'s traced parameters satisfy their constraints; raise for a concrete one that does not.
+
+    This is numpyro's own argument validation (which `ppl.dist` defers to here, where the address is known),
+    plus a check of traced parameters, which numpyro skips. Only elementwise constraints are checked on traced
+    values: they are exact and cheap, where a tolerance (a simplex's sum) could refuse a float32 softmax.
+    """
+    valid = jnp.asarray(True)
+    for name, value in d.get_args().items():
+        constraint = d.arg_constraints[name]
+        if nd.constraints.is_dependent(constraint):
+            continue
+        if any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(value)):
+            if _elementwise(constraint):
+                valid = valid & jnp.all(constraint(value))
+            continue
+        with jax.ensure_compile_time_eval():  # concrete values are checked now, not compiled
+            satisfied = np.asarray(constraint(value))
+        if not satisfied.all():
+            raise ModelError(_invalid_parameter(d, name, constraint, value, satisfied))
+    base = getattr(d, "base_dist", None)  # wrappers (.mask, .expand, .to_event, transforms) hold the parameters
+    return valid & _valid_parameters(base) if isinstance(base, nd.Distribution) else valid
+
+
+def _elementwise(constraint) -> bool:
+    """Whether a constraint checks each element on its own (positive, an interval; not a simplex)."""
+    if isinstance(constraint, nd.constraints.independent):
+        constraint = constraint.base_constraint
+    return constraint.event_dim == 0
+
+
+def _invalid_parameter(d: nd.Distribution, name: str, constraint, value, satisfied: np.ndarray) -> str:
+    shown = np.array2string(np.asarray(value), threshold=8)
+    if satisfied.ndim:
+        shown += f" (first invalid element at index {tuple(int(i) for i in np.argwhere(~satisfied)[0])})"
+    hint = " (probabilities are non-negative and sum to 1: normalise them, or give logits= instead)" if (
+        constraint is nd.constraints.simplex) else ""
+    return (
+        f"{type(d).__name__} got an invalid {name} parameter: it must satisfy {constraint!r}, got {shown}; give a "
+        f"valid {name}{hint}, and where it is computed from data or from another random choice, check those values"
+    )
 
 
 def wrap(d: nd.Distribution) -> Distribution:

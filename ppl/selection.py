@@ -12,6 +12,8 @@ from __future__ import annotations
 import abc
 import dataclasses
 
+from . import choicemap
+
 __all__ = ["Selection", "sel"]
 
 
@@ -25,6 +27,10 @@ class Selection(abc.ABC):
     @abc.abstractmethod
     def selects_here(self) -> bool:
         """Whether the value at the current address (a leaf) is selected."""
+
+    @abc.abstractmethod
+    def paths(self) -> frozenset[tuple]:
+        """The addresses this selection names, in unions, intersections and complements alike."""
 
     def __or__(self, other: Selection) -> Selection:
         return _Or(self, other)
@@ -44,6 +50,9 @@ class _All(Selection):
     def selects_here(self):
         return True
 
+    def paths(self):
+        return frozenset()
+
 
 @dataclasses.dataclass(frozen=True)
 class _None(Selection):
@@ -52,6 +61,9 @@ class _None(Selection):
 
     def selects_here(self):
         return False
+
+    def paths(self):
+        return frozenset()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +78,9 @@ class _Path(Selection):
     def selects_here(self):
         return not self.path
 
+    def paths(self):
+        return frozenset({self.path})
+
 
 @dataclasses.dataclass(frozen=True)
 class _Or(Selection):
@@ -77,6 +92,9 @@ class _Or(Selection):
 
     def selects_here(self):
         return self.left.selects_here() or self.right.selects_here()
+
+    def paths(self):
+        return self.left.paths() | self.right.paths()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +108,9 @@ class _And(Selection):
     def selects_here(self):
         return self.left.selects_here() and self.right.selects_here()
 
+    def paths(self):
+        return self.left.paths() | self.right.paths()
+
 
 @dataclasses.dataclass(frozen=True)
 class _Not(Selection):
@@ -101,11 +122,8 @@ class _Not(Selection):
     def selects_here(self):
         return not self.inner.selects_here()
 
-
-def _leaf_paths(choices, prefix: tuple) -> list:
-    if not isinstance(choices, dict):
-        return [prefix] if prefix else []
-    return [p for k, v in choices.items() for p in _leaf_paths(v, prefix + (k,))]
+    def paths(self):
+        return self.inner.paths()
 
 
 ALL = _All()
@@ -133,10 +151,10 @@ class _SelBuilder:
     @staticmethod
     def of(choices) -> Selection:
         """The addresses of a choice map's values (its leaves)."""
-        paths = _leaf_paths(choices, ())
         out = NONE
-        for path in paths:
-            out = out | _Path(path)
+        for path in choicemap.leaf_paths(choices):
+            if path:  # a bare value at the root names no address
+                out = out | _Path(path)
         return out
 
 

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from . import choicemap
-from .combinators.scan import Scan
+from .combinators.scan import Scan, check_block_length
 from .core import GenFn
 from .errors import ModelError
 from .gen import StaticGenFn, _Generate
@@ -115,6 +115,15 @@ class StateSpace(NamedTuple):
         """The constraints of step `t`: the scan's block of `observations`, indexed at t."""
         block = choicemap.subconstraint(choicemap.normalize(observations), self.path)
         return None if block is None else jax.tree.map(lambda x: x[t], block)
+
+    def check_observations(self, observations) -> None:
+        """Raise a `ModelError` at the scan's address unless its block of `observations` has time first, of
+        the scan's length (sequential inference slices it per step, where a wrong length would go unseen)."""
+        block = choicemap.subconstraint(choicemap.normalize(observations), self.path)
+        try:
+            check_block_length(block, self.length)
+        except ModelError as error:
+            raise error.at(*self.path) from None
 
     def full_choices(self, prefix_choices: dict, step_choices) -> dict:
         """A complete choice map: the prefix's choices and the stacked step choices at the scan's address."""

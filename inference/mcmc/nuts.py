@@ -30,27 +30,43 @@ from numpyro.infer.hmc import hmc
 import ppl
 from ppl import unconstrained
 
+from .. import _inputs
+from . import checks
+from .checks import Start
+from .convergence import warn_if_not_converged
 from .progress import progress, progress_callback
 from .result import MCMCResult, flatten
-from .run import initial_traces
+from .run import start_traces
 from .target import latents
 
 __all__ = ["nuts"]
 
 
+def _log_density(model, args, observations):
+    """log p of the unconstrained latents (a choice map), Jacobians included."""
+
+    def log_density(u):
+        return model.assess(ppl.choicemap.merge(unconstrained.wrap(u), observations), *args)[0]
+
+    return log_density
+
+
 @eqx.filter_jit
-def _program(key, model, args, observations, init_traces, cfg):
+def _start(model, args, observations, traces) -> Start:
+    """Each chain's initial point on the unconstrained space, its log density and gradient."""
+    u0 = jax.vmap(lambda tr: latents(unconstrained.unconstrain(model, args, tr.choices), observations))(traces)
+    log_density, gradient = jax.vmap(jax.value_and_grad(_log_density(model, args, observations)))(u0)
+    return Start(u0, log_density, gradient)
+
+
+@eqx.filter_jit
+def _program(key, model, args, observations, u0, cfg):
     num_warmup, num_samples, target_accept_prob, max_tree_depth, dense_mass, show_progress = cfg
     total = num_warmup + num_samples
-    u0 = jax.vmap(lambda tr: latents(unconstrained.unconstrain(model, args, tr.choices), observations))(init_traces)
     _, unravel = ravel_pytree(jax.tree.map(lambda x: x[0], u0))
     z0 = jax.vmap(lambda u: ravel_pytree(u)[0])(u0)
-
-    def potential(z):
-        constraints = ppl.choicemap.merge(unconstrained.wrap(unravel(z)), observations)
-        return -model.assess(constraints, *args)[0]
-
-    init_kernel, sample_kernel = hmc(potential_fn=potential, algo="NUTS")
+    log_density = _log_density(model, args, observations)
+    init_kernel, sample_kernel = hmc(potential_fn=lambda z: -log_density(unravel(z)), algo="NUTS")
 
     def init_one(z, k):
         return init_kernel(z, num_warmup, target_accept_prob=target_accept_prob, max_tree_depth=max_tree_depth,
@@ -91,6 +107,7 @@ def nuts(
     dense_mass: bool = False,
     init: Any = "uniform",
     progress_bar: bool = True,
+    check_convergence: bool = True,
 ) -> MCMCResult:
     """NUTS on every unobserved (continuous) address of `model`, with warm-up adaptation.
 
@@ -109,26 +126,37 @@ def nuts(
         init: "uniform" (Stan's and numpyro's default: uniform in (-2, 2) on the
             unconstrained space), "prior", or a choice map of initial values.
         progress_bar: a tqdm bar, advanced from inside the compiled program.
+        check_convergence: warn (`mcmc.ConvergenceWarning`) when, as Stan checks, some parameter's
+            R-hat exceeds 1.01, its bulk ESS is under 100 per chain, a chain never moved, or a
+            transition diverged (see `mcmc.convergence`).
 
     Returns:
         An `MCMCResult`: `samples` (nested dict, leaves (chain, draw, ...)), per-draw
         `stats` (accept_prob, diverging, num_steps, energy), `to_arviz()`, `diagnostics()`.
+
+    Raises:
+        ppl.ModelError: when the model has no latent choice or a discrete one, when some chain's
+            initial log density or its gradient is -inf or NaN (the message names the addresses), or
+            when warm-up drove the step size to zero (the density is not finite near the start).
     """
-    for name, v in (("num_chains", num_chains), ("num_samples", num_samples), ("max_tree_depth", max_tree_depth)):
-        if not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
-    if not isinstance(num_warmup, int) or num_warmup < 0:
-        raise ValueError(f"num_warmup must be a non-negative int, got {num_warmup!r}")
+    num_chains, num_samples, max_tree_depth = (_inputs.count(n, v) for n, v in (
+        ("num_chains", num_chains), ("num_samples", num_samples), ("max_tree_depth", max_tree_depth)))
+    num_warmup = _inputs.count("num_warmup", num_warmup, minimum=0)
     if not 0.0 < target_accept_prob < 1.0:
         raise ValueError(f"target_accept_prob must be in (0, 1), got {target_accept_prob!r}")
-    args, observations = tuple(args), ppl.choicemap.normalize(observations)
+    args, observations = _inputs.model_args(args), _inputs.observations(observations)
     k_init, k_run = jax.random.split(key)
-    traces = initial_traces(k_init, model, args, observations, num_chains, init)
+    traces = start_traces("mcmc.nuts", k_init, model, args, observations, num_chains, init)
     _check_continuous(traces, observations)
+    start = _start(model, args, observations, traces)
+    checks.check_start("mcmc.nuts", traces, observations, init, start)
     cfg = (num_warmup, num_samples, float(target_accept_prob), max_tree_depth, dense_mass, progress_bar)
     with progress(progress_bar, num_warmup + num_samples, "nuts"):
-        result = _program(k_run, model, args, observations, traces, cfg)
+        result = _program(k_run, model, args, observations, start.position, cfg)
         jax.block_until_ready(result.samples)
+    checks.check_step_size(result.step_size)
+    if check_convergence:
+        warn_if_not_converged(result)
     return result
 
 

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+import warnings
+from typing import TYPE_CHECKING, Any
 
-import arviz as az
 import equinox as eqx
 import numpy as np
+
+if TYPE_CHECKING:
+    import arviz
+
+
+def import_arviz():
+    """ArviZ, imported on first use: it costs a second or more, and its import prints a daily FutureWarning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, module="arviz")
+        import arviz
+    return arviz
 
 
 class MCMCResult(eqx.Module):
@@ -21,20 +32,20 @@ class MCMCResult(eqx.Module):
     inverse_mass_matrix: Any = None
     """The adapted diagonal inverse mass matrix per chain (NUTS), over the flattened unconstrained latents."""
 
-    def to_arviz(self) -> az.InferenceData:
+    def to_arviz(self) -> arviz.InferenceData:
         """An `arviz.InferenceData` with a posterior group (addresses joined by '/') and sample stats."""
         posterior = {"/".join(map(str, path)): np.asarray(v) for path, v in flatten(self.samples)}
         names = {"accept_prob": "acceptance_rate", "num_steps": "n_steps"}
         stats = {names.get(k, k): np.asarray(v) for k, v in self.stats.items()}
-        return az.from_dict(posterior=posterior, sample_stats=stats)
+        return import_arviz().from_dict(posterior=posterior, sample_stats=stats)
 
     def summary(self, **kwargs):
         """`arviz.summary`: mean, sd, HDI, MCSE, bulk and tail ESS and R-hat per parameter."""
-        return az.summary(self.to_arviz(), **kwargs)
+        return import_arviz().summary(self.to_arviz(), **kwargs)
 
     def diagnostics(self) -> dict:
         """Worst-case convergence numbers: max R-hat, min bulk/tail ESS, divergences, mean acceptance."""
-        idata = self.to_arviz()
+        az, idata = import_arviz(), self.to_arviz()
         rhat = az.rhat(idata)
         bulk, tail = az.ess(idata, method="bulk"), az.ess(idata, method="tail")
 

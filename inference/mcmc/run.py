@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import equinox as eqx
@@ -11,15 +12,28 @@ import jax.numpy as jnp
 import ppl
 from ppl import unconstrained
 
+from .. import _inputs
+from . import checks
+from .convergence import warn_if_not_converged
 from .kernels import Kernel
 from .progress import progress, progress_callback
 from .result import MCMCResult
 from .target import latents
 
-__all__ = ["initial_traces", "run"]
+__all__ = ["initial_traces", "run", "start_traces"]
+
 
 def initial_traces(key, model: ppl.GenFn, args: tuple, observations: dict, num_chains: int, init: Any):
     """One trace per chain: `init` is "prior", "uniform" (on the unconstrained space, radius 2) or a choice map."""
+    # every value traced (Python floats too): a bad observed or init value then gives a -inf/NaN density
+    # that `checks.check_start` names, rather than numpyro's eager "invalid parameter" error downstream of it
+    arrays = functools.partial(jax.tree.map, jnp.asarray)
+    return _initial_traces(key, model, args, arrays(observations), num_chains,
+                           arrays(init) if isinstance(init, dict) else init)
+
+
+@eqx.filter_jit
+def _initial_traces(key, model, args, observations, num_chains, init):
     keys = jax.random.split(key, num_chains)
     if isinstance(init, str) and init == "prior":
         return jax.vmap(lambda k: model.generate(k, observations, *args)[0])(keys)
@@ -29,6 +43,14 @@ def initial_traces(key, model: ppl.GenFn, args: tuple, observations: dict, num_c
         constraints = ppl.choicemap.merge(init, observations)
         return jax.vmap(lambda k: model.generate(k, constraints, *args)[0])(keys)
     raise ValueError(f'init must be "prior", "uniform" or a choice map of initial values, got {init!r}')
+
+
+def start_traces(who: str, key, model: ppl.GenFn, args: tuple, observations: dict, num_chains: int, init: Any):
+    """`initial_traces`, checked: the model has latent choices, and every chain's initial log density is finite."""
+    traces = initial_traces(key, model, args, observations, num_chains, init)
+    checks.check_latents(who, traces, observations)
+    checks.check_start(who, traces, observations, init)
+    return traces
 
 
 @eqx.filter_jit
@@ -66,6 +88,7 @@ def run(
     thin: int = 1,
     init: Any = "prior",
     progress_bar: bool = True,
+    check_convergence: bool = True,
 ) -> MCMCResult:
     """Run `num_chains` chains of `kernel` (vectorised with `vmap`) and keep every `thin`-th state.
 
@@ -80,16 +103,25 @@ def run(
         thin: kernel steps per kept draw.
         init: "prior", "uniform" (uniform in (-2, 2) on the unconstrained space) or a choice map.
         progress_bar: a tqdm bar advanced from inside the compiled program.
+        check_convergence: warn (`mcmc.ConvergenceWarning`) when R-hat, bulk ESS or divergences
+            fail Stan's thresholds, or a chain never moved (see `mcmc.convergence`).
+
+    Raises:
+        ppl.ModelError: when the model has no latent choice, or some chain's initial log density is
+            -inf or NaN (the message names the addresses).
     """
-    for name, v in (("num_samples", num_samples), ("num_chains", num_chains), ("thin", thin)):
-        if not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
-    args, observations = tuple(args), ppl.choicemap.normalize(observations)
+    num_samples, num_chains, thin = (_inputs.count(n, v) for n, v in
+                                     (("num_samples", num_samples), ("num_chains", num_chains), ("thin", thin)))
+    num_warmup = _inputs.count("num_warmup", num_warmup, minimum=0)
+    args, observations = _inputs.model_args(args), _inputs.observations(observations)
     k_init, k_run = jax.random.split(key)
-    traces = initial_traces(k_init, model, args, observations, num_chains, init)
+    traces = start_traces("mcmc.run", k_init, model, args, observations, num_chains, init)
     traces = kernel.init(traces)
     cfg = (num_samples, num_warmup, thin, progress_bar)
     with progress(progress_bar, num_warmup + num_samples, "mcmc"):
         draws, stats = _program(k_run, kernel, model, args, observations, traces, cfg)
         jax.block_until_ready(draws)
-    return MCMCResult(draws, stats)
+    result = MCMCResult(draws, stats)
+    if check_convergence:
+        warn_if_not_converged(result)
+    return result

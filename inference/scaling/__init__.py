@@ -10,7 +10,8 @@ from .solve import METHODS, Reasoner, Solution, select_answer
 from .verifier import ArithmeticVerifier
 
 __all__ = [
-    "DATA_SETS", "METHODS", "ArithmeticVerifier", "Candidates", "LMJudge", "Problem", "ProcessVerifier", "Reasoner", "Solution",
-    "beam_search", "data_path", "default_data_path", "extract_answer", "importance_sampling", "is_correct", "load_problems",
-    "particle_filter", "particle_gibbs", "reasoning_model", "select_answer", "step_tokens",
+    "DATA_SETS", "METHODS", "ArithmeticVerifier", "Candidates", "LMJudge", "Problem", "ProcessVerifier", "Reasoner",
+    "Solution", "beam_search", "data_path", "default_data_path", "extract_answer", "importance_sampling",
+    "is_correct", "load_problems", "particle_filter", "particle_gibbs", "reasoning_model", "select_answer",
+    "step_tokens",
 ]

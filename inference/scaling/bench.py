@@ -148,8 +148,9 @@ def _budgets(text: str) -> tuple[int, ...]:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(prog="python -m inference.scaling.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="svamp", help=f"a problem set shipped with the package ({', '.join(DATA_SETS)}) "
-                        "or the path of an SVAMP (.json) or GSM8K (.jsonl) file; default: svamp (SVAMP 0-399)")
+    parser.add_argument("--data", default="svamp", help=f"a problem set shipped with the package "
+                        f"({', '.join(DATA_SETS)}) or the path of an SVAMP (.json) or GSM8K (.jsonl) file; "
+                        "default: svamp (SVAMP 0-399)")
     parser.add_argument("--problems", type=_at_least(1), default=10, help="how many problems (from --offset)")
     parser.add_argument("--offset", type=_at_least(0), default=0, help="index of the first problem")
     parser.add_argument("--budgets", type=_budgets, default=(1, 4, 16), help="comma-separated, e.g. 1,4,16")

@@ -33,7 +33,7 @@ from ..core import GenFn, StoredArgs
 from ..errors import ModelError
 from .batched import BatchedTrace
 
-__all__ = ["Scan", "ScanTrace", "scan"]
+__all__ = ["Scan", "ScanTrace", "check_block_length", "scan"]
 
 
 ScanTrace = BatchedTrace  # the trace type of this combinator
@@ -82,12 +82,7 @@ class Scan(GenFn):
         axes = self._axes(rest)
         T = self._length(rest)
         for tree in per_step:
-            for leaf in jax.tree.leaves(tree):
-                if leaf.ndim == 0 or leaf.shape[0] != T:
-                    raise ModelError(
-                        f"a value given for this ppl.scan block has shape {leaf.shape}, but the scan has {T} "
-                        f"steps; give one array of shape ({T}, ...) per address, with time first"
-                    )
+            check_block_length(tree, T)
         scanned = tuple(a if ax == 0 else None for a, ax in zip(rest, axes))
         shared = tuple(None if ax == 0 else a for a, ax in zip(rest, axes))
         keys = streams.split(key, T) if key is not None else None
@@ -146,6 +141,16 @@ class _RetvalOnly(eqx.Module):
 
     def compact(self):
         return None
+
+
+def check_block_length(block: Any, T: int) -> None:
+    """Raise unless every value given for a scan's block (`ppl.Masked` ones included) has time first, length T."""
+    for leaf in jax.tree.leaves(block):
+        if jnp.ndim(leaf) == 0 or jnp.shape(leaf)[0] != T:
+            raise ModelError(
+                f"a value given for this ppl.scan block has shape {jnp.shape(leaf)}, but the scan has {T} "
+                f"steps; give one array of shape ({T}, ...) per address, with time first"
+            )
 
 
 def _check_length(trace: ScanTrace, T: int) -> None:

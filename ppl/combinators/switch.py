@@ -132,7 +132,7 @@ class Switch(GenFn):
         shapes = self._shapes(rest)
         visited = set()
         for s in shapes:
-            visited |= _leaf_paths(s[1])
+            visited.update(choicemap.leaf_paths(s[1]))
         if isinstance(choices, dict):
             choicemap.check_all_visited(choices, visited, what)
         return shapes
@@ -211,15 +211,6 @@ def _select(index, owners, values):
     return jax.tree.map(pick, *values)
 
 
-def _leaf_paths(chm, prefix=()) -> set:
-    if not isinstance(chm, dict):
-        return {prefix}
-    out = set()
-    for k, v in chm.items():
-        out |= _leaf_paths(v, prefix + (k,))
-    return out
-
-
 def _restrict(choices, structure):
     """The part of `choices` at the addresses present in `structure`."""
     if choices is None:
@@ -237,7 +228,7 @@ def _union(branch_choices: list, index) -> Any:
     """Merge the branches' choice maps: see the module docstring."""
     paths: dict[tuple, list] = {}
     for i, chm in enumerate(branch_choices):
-        for path in _leaf_paths(chm):
+        for path in choicemap.leaf_paths(chm):
             paths.setdefault(path, []).append(i)
     out: dict = {}
     for path, owners in paths.items():
@@ -264,7 +255,7 @@ def _union(branch_choices: list, index) -> Any:
 
 def _discard(trace: SwitchTrace, constraints, same) -> Any:
     """Old values that a switch update replaced (constrained) or removed (branch changed)."""
-    constrained = _leaf_paths(constraints) if constraints else set()
+    constrained = set(choicemap.leaf_paths(constraints)) if constraints else set()
     old = trace.choices
 
     def mark(value, path):

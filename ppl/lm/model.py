@@ -64,6 +64,7 @@ class LanguageModel:
         it) to share it across particles.
         """
         ids = jnp.asarray([self.tokenizer.prompt_ids(prompt)], jnp.int32)
+        self._check_context(ids.shape[1], max_tokens, "new tokens (max_tokens)")
         slots = cache_slots(ids.shape[1] + max_tokens)
         return _prefill(self.transformer, ids, slots)
 
@@ -82,6 +83,16 @@ class LanguageModel:
             self._stop_masks[delimiter] = stop_mask(self.tokenizer, delimiter)
         return self._stop_masks[delimiter]
 
+    def _check_context(self, prompt_tokens: int, more: int, what: str) -> None:
+        """Raise unless `prompt_tokens` (the longest prompt of a batch) and `more` tokens fit the context window:
+        positions past it are ones the model was never trained on, and its output there is silently garbage."""
+        window = self.transformer.config.context
+        if prompt_tokens + more > window:
+            raise ValueError(
+                f"the prompt has {prompt_tokens} tokens and {more} {what} were asked for, {prompt_tokens + more} in "
+                f"all, but the model's context window is {window} tokens; shorten the prompt or ask for fewer "
+                f"tokens ({prompt_tokens + more - window} too many)")
+
     @property
     def step(self) -> StepFn:
         """`step_fn()` with its defaults: steps of up to 32 tokens ending at a newline, temperature 1."""
@@ -95,8 +106,10 @@ class LanguageModel:
         """Left-padded token ids (B, P) and the padding per row (B,) of prompts (text or chat messages)."""
         if isinstance(prompts, str) or (prompts and isinstance(prompts[0], dict)):
             raise TypeError("give a list of prompts (each a string or a list of chat messages), not one prompt")
+        if not prompts:
+            raise ValueError("the batch of prompts is empty; give at least one prompt")
         ids = [self.tokenizer.prompt_ids(p) for p in prompts]
-        if not ids or any(len(i) == 0 for i in ids):
+        if any(len(i) == 0 for i in ids):
             raise ValueError("every prompt needs at least one token")
         width = max(len(i) for i in ids)
         tokens = np.full((len(ids), width), self.eos_id, np.int32)
@@ -126,6 +139,7 @@ class LanguageModel:
             raise ValueError("stop must be a non-empty string or None")
         sampler = Sampler(temperature, top_k, top_p).check()
         tokens, pad = self.batch(prompts)
+        self._check_context(tokens.shape[1], max_tokens, "new tokens (max_tokens)")
         slots = cache_slots(tokens.shape[1] + max_tokens)
         out, logp = _generate(self.transformer, key, tokens, pad, self._stop_mask(stop),
                               (slots, max_tokens, sampler, self.eos_id))
@@ -143,6 +157,7 @@ class LanguageModel:
             cont_ids = cont_ids[1:]
         if not cont_ids:
             raise ValueError("the continuation has no tokens")
+        self._check_context(len(prefix_ids), len(cont_ids), "continuation tokens")
         ids = jnp.asarray([prefix_ids + cont_ids], jnp.int32)
         return _score(self.transformer, ids, len(prefix_ids), cache_slots(ids.shape[1]))[0]
 
