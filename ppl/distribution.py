@@ -297,10 +297,11 @@ def _valid_parameters(d: nd.Distribution) -> jax.Array:
 
 
 def _elementwise(constraint) -> bool:
-    """Whether a constraint checks each element on its own (positive, an interval; not a simplex)."""
+    """Whether a constraint bounds each element on its own (positive, an interval; not a simplex, and not `real`,
+    whose infinities are legitimate in a traced argument: -inf logits mask categories out)."""
     if isinstance(constraint, nd.constraints.independent):
         constraint = constraint.base_constraint
-    return constraint.event_dim == 0
+    return constraint.event_dim == 0 and not isinstance(constraint, type(nd.constraints.real))
 
 
 def _invalid_parameter(d: nd.Distribution, name: str, constraint, value, satisfied: np.ndarray) -> str:

@@ -309,3 +309,17 @@ def test_update_that_adds_and_removes_addresses():
     close(w_rm, smaller.score - bigger.score)
     assert set(discard["extra"]) == {0, 1}
     assert smaller.args == (0,) and isinstance(smaller.args[0], int)
+
+
+def test_minus_inf_logits_mask_categories_out():
+    """-inf logits are a legitimate traced argument (a category masked out), not an invalid one."""
+
+    @ppl.gen
+    def masked_choice(done):
+        logits = jnp.where(done, jnp.log(jnp.array([0.0, 0.0, 1.0])), jnp.log(jnp.array([0.5, 0.3, 0.2])))
+        return dist.Categorical(logits=logits) @ "x"
+
+    logp, _ = masked_choice.assess({"x": jnp.int32(2)}, jnp.bool_(True))
+    assert float(logp) == 0.0
+    logp, _ = masked_choice.assess({"x": jnp.int32(0)}, jnp.bool_(True))
+    assert float(logp) == -np.inf
