@@ -151,3 +151,25 @@ def test_load_rejects_other_formats(tmp_path):
     lines.write_text(json.dumps({"question": "q", "answer": "no final number"}) + "\n")
     with pytest.raises(ValueError, match="bad.jsonl.*####"):
         load_problems(str(lines))
+
+
+class _WordTokenizer:
+    """A tokenizer that keeps whole numbers as tokens (as GPT-2's merges do): one token per space-split word."""
+
+    def __init__(self, text):
+        self.vocab = sorted(set(text.split()))
+        self.vocab_size = len(self.vocab)
+
+    def encode(self, text):
+        return [self.vocab.index(w) for w in text.split()]
+
+    def decode(self, ids, skip_special=True):
+        return " ".join(self.vocab[i] for i in ids)
+
+
+def test_a_tokenizer_that_merges_digits_is_refused(tokenizer):
+    """Its numbers would be words: no equation checked, r = 1 on every step, silently."""
+    words = _WordTokenizer("12 + 305 = 317 and 4.75 * 8 = 38 the answer is")
+    with pytest.raises(ValueError, match=r"does not split numbers into one token per digit.*'12'"):
+        ArithmeticVerifier.from_tokenizer(words)
+    ArithmeticVerifier.from_tokenizer(tokenizer)  # SmolLM2's splits every digit

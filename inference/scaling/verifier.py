@@ -48,6 +48,9 @@ ADD, SUB, MUL, DIV = 1, 2, 3, 4
 _OPERATORS = {"+": ADD, "-": SUB, "−": SUB, "*": MUL, "x": MUL, "×": MUL, "/": DIV}
 
 
+_DIGITS_PROBE = "12 + 305 = 317 and 4.75 * 8 = 38"  # numbers as a model writes them
+
+
 def classify(text: str) -> tuple[int, int]:
     """The (class, value) of a token that decodes to `text`. Leading spaces are allowed before an
     operator, "=" or "$" because the tokenizer glues them on ("␣+", "␣="); a digit, "." or "," must
@@ -183,7 +186,17 @@ class ArithmeticVerifier(eqx.Module):
     @classmethod
     def from_tokenizer(cls, tokenizer) -> ArithmeticVerifier:
         """The tables for `tokenizer`, from each token decoded on its own (special tokens by their text,
-        so that they count as words)."""
+        so that they count as words). A tokenizer that does not write every digit as a token of its own
+        is refused: its numbers would read as words, no equation would ever be checked, and every step
+        would get r = 1 without a word said."""
+        merged = sorted({piece for piece in (tokenizer.decode([i]) for i in tokenizer.encode(_DIGITS_PROBE))
+                         if sum(c.isdigit() for c in piece) and classify(piece)[0] != DIGIT})
+        if merged:
+            raise ValueError(
+                f"this tokenizer does not split numbers into one token per digit (it wrote {_DIGITS_PROBE!r} with "
+                f"the tokens {merged[:6]}), so the arithmetic verifier would see no number and check no equation; "
+                "use a model whose tokenizer splits digits (Llama 3, SmolLM2, Qwen2), or score steps on their "
+                "decoded text (a Python reward with RemoteReasoner, or a potential of your own)")
         table = np.array([classify(tokenizer.decode([i], skip_special=False)) for i in range(tokenizer.vocab_size)],
                          np.int32)
         return cls(jnp.asarray(table[:, 0]), jnp.asarray(table[:, 1]))
