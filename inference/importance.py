@@ -22,7 +22,7 @@ from jax.scipy.special import logsumexp
 
 import ppl
 
-from . import _inputs, resampling
+from . import inputs, resampling
 
 __all__ = ["ImportanceResult", "run", "sample_importance_resampling"]
 
@@ -62,8 +62,8 @@ def run(
     proposal_args: tuple = (),
 ) -> ImportanceResult:
     """Importance sampling with `n_particles` particles (see the module docstring)."""
-    args, observations = _inputs.model_args(args), _inputs.observations(observations)
-    n_particles = _inputs.count("n_particles", n_particles)
+    args, observations = inputs.model_args(args), inputs.observations(observations)
+    n_particles = inputs.count("n_particles", n_particles)
 
     def one(i):
         stream = ppl.Streams(key, i)  # all particles share the key, each draws from its own stream

@@ -35,7 +35,7 @@ import optax
 
 import ppl
 
-from . import _inputs, resampling, smc
+from . import inputs, resampling, smc
 from .mcmc import kernels, run as mcmc_run
 from .mcmc.kernels import Kernel
 from .mcmc.progress import progress, progress_callback
@@ -171,8 +171,8 @@ def learn(
     chain whose fixed point is a zero of the score; the returned estimate averages
     the last `average` fraction of them.
     """
-    num_steps = _inputs.count("num_steps", num_steps, 2)
-    n_particles = _inputs.count("n_particles", n_particles)
+    num_steps = inputs.count("num_steps", num_steps, 2)
+    n_particles = inputs.count("n_particles", n_particles)
     if not 0.0 < average <= 1.0:
         raise ValueError(f"average is the fraction of iterates to average, in (0, 1]; got {average!r}")
     leaves = jax.tree.leaves(params)
@@ -180,7 +180,7 @@ def learn(
         raise ValueError("params must be a pytree of floating-point arrays (the model's first argument)")
     optimizer = optax.adam(1e-2) if optimizer is None else optimizer
     params = jax.tree.map(jnp.asarray, params)
-    args, observations = _inputs.model_args(args), _inputs.observations(observations)
+    args, observations = inputs.model_args(args), inputs.observations(observations)
     k_init, k_run = jax.random.split(key)
     trace, _ = model.generate(k_init, observations, params, *args)
     cfg = (n_particles, num_steps, ancestor_sampling, progress_bar)

@@ -40,7 +40,7 @@ from jax.scipy.special import logsumexp
 import ppl
 from ppl.sequential import StateSpace, state_space
 
-from . import _inputs, resampling
+from . import inputs, resampling
 from ._jit import jit
 from .mcmc import kernels
 from .mcmc.kernels import Kernel
@@ -486,7 +486,7 @@ def run(
     if return_traces not in (True, False, "history"):
         raise ValueError(f"return_traces is True, False or 'history', got {return_traces!r}")
     cfg = (n_particles, proposal, resampling_scheme, float(ess_threshold), rejuvenation, return_traces, False, mesh)
-    return _run_compiled(key, model, _inputs.model_args(args), _inputs.observations(observations), None, cfg)
+    return _run_compiled(key, model, inputs.model_args(args), inputs.observations(observations), None, cfg)
 
 
 def csmc(
@@ -516,13 +516,13 @@ def csmc(
     """
     n_particles = _check_run_args(n_particles, 1.0, "systematic", None)
     _check_ancestor_sampling(ancestor_sampling)
-    args = _inputs.model_args(args)
+    args = inputs.model_args(args)
     ss = state_space(model, args)
     reference = ppl.choicemap.normalize(reference)
     steps = ppl.choicemap.subconstraint(reference, ss.path)
     prefix = _outside(reference, ss.path)
     cfg = (n_particles, proposal, "systematic", 1.0, None, True, ancestor_sampling, None)
-    return _run_compiled(key, model, args, _inputs.observations(observations), (prefix, steps), cfg)
+    return _run_compiled(key, model, args, inputs.observations(observations), (prefix, steps), cfg)
 
 
 def csmc_kernel(
@@ -547,7 +547,7 @@ def csmc_kernel(
     """
     n_particles = _check_run_args(n_particles, 1.0, "systematic", None)
     _check_ancestor_sampling(ancestor_sampling)
-    step = _CSMCStep(_inputs.observations(observations), n_particles, ancestor_sampling, backward_sampling, proposal)
+    step = _CSMCStep(inputs.observations(observations), n_particles, ancestor_sampling, backward_sampling, proposal)
     return Kernel(kernels.identity, step)
 
 
@@ -633,7 +633,7 @@ def _scan_args_of(ss: StateSpace, traces, args):
 
 def _check_run_args(n_particles, ess_threshold, scheme, mesh) -> int:
     """The settings' errors, before anything is traced; returns N as a Python int."""
-    n_particles = _inputs.count("n_particles", n_particles)
+    n_particles = inputs.count("n_particles", n_particles)
     if not 0.0 <= float(ess_threshold) <= 1.0:
         raise ValueError(f"ess_threshold is a fraction of N in [0, 1], got {ess_threshold!r}")
     resampling.get(scheme)  # names the valid schemes if unknown

@@ -27,7 +27,7 @@ from jax.scipy.special import logsumexp
 
 import ppl
 
-from . import _inputs, resampling
+from . import inputs, resampling
 
 __all__ = ["TemperingResult", "anneal", "temper"]
 
@@ -145,9 +145,9 @@ def temper(
     if not 0.0 < target_ess < 1.0:
         raise ValueError(f"target_ess is a fraction of N in (0, 1), got {target_ess!r}")
     resampling.get(resampling_scheme)
-    n_particles, n_mcmc = _inputs.count("n_particles", n_particles), _inputs.count("n_mcmc", n_mcmc, 0)
-    return _temper(key, model, _inputs.model_args(args), _inputs.observations(observations), n_particles,
-                   float(target_ess), n_mcmc, _inputs.count("max_stages", max_stages), resampling_scheme, selection)
+    n_particles, n_mcmc = inputs.count("n_particles", n_particles), inputs.count("n_mcmc", n_mcmc, 0)
+    return _temper(key, model, inputs.model_args(args), inputs.observations(observations), n_particles,
+                   float(target_ess), n_mcmc, inputs.count("max_stages", max_stages), resampling_scheme, selection)
 
 
 @eqx.filter_jit
@@ -200,6 +200,6 @@ def anneal(
     if not leaves or len({leaf.shape[0] for leaf in leaves}) != 1:
         raise ValueError("args_sequence must hold arrays with one shared leading axis: the stage index")
     resampling.get(resampling_scheme)
-    n_particles, n_mcmc = _inputs.count("n_particles", n_particles), _inputs.count("n_mcmc", n_mcmc, 0)
-    return _anneal(key, model, _inputs.model_args(args_sequence), _inputs.observations(observations), n_particles,
+    n_particles, n_mcmc = inputs.count("n_particles", n_particles), inputs.count("n_mcmc", n_mcmc, 0)
+    return _anneal(key, model, inputs.model_args(args_sequence), inputs.observations(observations), n_particles,
                    n_mcmc, resampling_scheme, selection)

@@ -30,7 +30,7 @@ from numpyro.infer.hmc import hmc
 import ppl
 from ppl import unconstrained
 
-from .. import _inputs
+from .. import inputs
 from . import checks
 from .checks import Start
 from .convergence import warn_if_not_converged
@@ -139,12 +139,12 @@ def nuts(
             initial log density or its gradient is -inf or NaN (the message names the addresses), or
             when warm-up drove the step size to zero (the density is not finite near the start).
     """
-    num_chains, num_samples, max_tree_depth = (_inputs.count(n, v) for n, v in (
+    num_chains, num_samples, max_tree_depth = (inputs.count(n, v) for n, v in (
         ("num_chains", num_chains), ("num_samples", num_samples), ("max_tree_depth", max_tree_depth)))
-    num_warmup = _inputs.count("num_warmup", num_warmup, minimum=0)
+    num_warmup = inputs.count("num_warmup", num_warmup, minimum=0)
     if not 0.0 < target_accept_prob < 1.0:
         raise ValueError(f"target_accept_prob must be in (0, 1), got {target_accept_prob!r}")
-    args, observations = _inputs.model_args(args), _inputs.observations(observations)
+    args, observations = inputs.model_args(args), inputs.observations(observations)
     k_init, k_run = jax.random.split(key)
     traces = start_traces("mcmc.nuts", k_init, model, args, observations, num_chains, init)
     _check_continuous(traces, observations)

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import ppl
 from ppl import unconstrained
 
-from .. import _inputs
+from .. import inputs
 from . import checks
 from .convergence import warn_if_not_converged
 from .kernels import Kernel
@@ -110,10 +110,10 @@ def run(
         ppl.ModelError: when the model has no latent choice, or some chain's initial log density is
             -inf or NaN (the message names the addresses).
     """
-    num_samples, num_chains, thin = (_inputs.count(n, v) for n, v in
+    num_samples, num_chains, thin = (inputs.count(n, v) for n, v in
                                      (("num_samples", num_samples), ("num_chains", num_chains), ("thin", thin)))
-    num_warmup = _inputs.count("num_warmup", num_warmup, minimum=0)
-    args, observations = _inputs.model_args(args), _inputs.observations(observations)
+    num_warmup = inputs.count("num_warmup", num_warmup, minimum=0)
+    args, observations = inputs.model_args(args), inputs.observations(observations)
     k_init, k_run = jax.random.split(key)
     traces = start_traces("mcmc.run", k_init, model, args, observations, num_chains, init)
     traces = kernel.init(traces)
