@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_densities import point, regression  # the README's first model
 
 import ppl
 from inference import importance, mcmc, pgibbs, smc, tempering
@@ -331,19 +332,6 @@ def test_a_nan_observation_is_named_by_every_driver():
 # --- the language: observed values, distribution arguments, selections, language models ---
 
 XS = jnp.linspace(-1.0, 1.0, 50)
-
-
-@ppl.gen
-def point(x, slope, noise):
-    return dist.Normal(slope * x, noise) @ "y"
-
-
-@ppl.gen
-def regression(xs):
-    """The README's first model."""
-    slope = dist.Normal(0.0, 1.0) @ "slope"
-    noise = dist.HalfNormal(1.0) @ "noise"
-    return ppl.vmap(point, in_axes=(0, None, None))(xs, slope, noise) @ "ys"
 
 
 @pytest.fixture(scope="module")
