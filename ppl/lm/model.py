@@ -197,9 +197,10 @@ def _generate(model: Transformer, key, tokens, pad, stops, cfg):
 
 @eqx.filter_jit
 def _prefill(model: Transformer, ids, slots: int) -> LMState:
-    logits, cache = model(ids, jnp.int32(0), jnp.zeros(1, jnp.int32), model.empty_cache(1, slots))
+    hidden, cache = model.hidden_states(ids, jnp.int32(0), jnp.zeros(1, jnp.int32), model.empty_cache(1, slots))
     tokens = jnp.zeros(slots, jnp.int32).at[: ids.shape[1]].set(ids[0])
-    return LMState(tokens, cache, jnp.int32(ids.shape[1]), logits[0, -1], jnp.zeros((), bool))
+    return LMState(tokens, cache, jnp.int32(ids.shape[1]), model.logits(hidden[0, -1]), hidden[0, -1],
+                   jnp.zeros((), bool))
 
 
 @eqx.filter_jit

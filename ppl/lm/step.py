@@ -14,7 +14,7 @@ log-probabilities of its tokens under the sampling distribution actually used (t
 top-k, top-p), and `assess` recomputes it by teacher forcing (one forward pass over the step).
 A finished sequence (`state.done`) makes steps of padding only, with log density 0.
 
-`LMState` is a pytree (tokens, cache, length, next-token logits, done flag), so particles are
+`LMState` is a pytree (tokens, cache, length, next-token logits and the hidden state they come from, done flag), so particles are
 a batch of states under `jax.vmap`, and resampling them is a gather on the particle axis.
 """
 
@@ -47,6 +47,9 @@ class LMState(eqx.Module):
     """The number of tokens so far (the next token's slot)."""
     next_logits: jax.Array
     """(vocab,) the logits of the next token."""
+    hidden: jax.Array
+    """(d,) the final-layer hidden state (after the final norm) that `next_logits` were read from: the model's
+    summary of the sequence so far, free for a reward model to read."""
     done: jax.Array
     """Whether the sequence has ended (end-of-sequence produced, or the cache is full)."""
 
@@ -93,10 +96,12 @@ class StepFn(GenFn):
             state, active, logp = carry
             token, token_logp = sample(k, state.next_logits, self.sampler)
             token = jnp.where(active, token, self.eos)
-            logits, cache = self.transformer(token[None, None], state.length, jnp.zeros(1, jnp.int32), state.cache)
+            hidden, cache = self.transformer.hidden_states(token[None, None], state.length, jnp.zeros(1, jnp.int32),
+                                                           state.cache)
             new = LMState(jnp.where(active, state.tokens.at[state.length].set(token), state.tokens), cache,
-                          state.length + active.astype(jnp.int32), jnp.where(active, logits[0, 0], state.next_logits),
-                          state.done | (active & (token == self.eos)))
+                          state.length + active.astype(jnp.int32),
+                          jnp.where(active, self.transformer.logits(hidden[0, 0]), state.next_logits),
+                          jnp.where(active, hidden[0, 0], state.hidden), state.done | (active & (token == self.eos)))
             return (new, active & ~self._ends(token), logp + jnp.where(active, token_logp, 0.0)), token
 
         (new_state, _, logp), tokens = jax.lax.scan(body, (state, self._live(state), jnp.zeros(())),
@@ -118,7 +123,8 @@ class StepFn(GenFn):
         before = jnp.concatenate([jnp.zeros(1, bool), jnp.cumsum(ends)[:-1] > 0])
         live = self._live(state) & ~before
         n = jnp.sum(live.astype(jnp.int32))
-        logits, cache = self.transformer(tokens[None], state.length, jnp.zeros(1, jnp.int32), state.cache)
+        hidden, cache = self.transformer.hidden_states(tokens[None], state.length, jnp.zeros(1, jnp.int32), state.cache)
+        logits = self.transformer.logits(hidden)
         previous = jnp.concatenate([state.next_logits[None], logits[0, :-1]])  # what each token was drawn from
         lp = jnp.take_along_axis(log_probs(previous, self.sampler), tokens[:, None], axis=-1)[:, 0]
         position = state.length + jnp.arange(self.budget)
@@ -129,6 +135,7 @@ class StepFn(GenFn):
             jax.tree.map(lambda a, b: jnp.where(runs, a, b), cache, state.cache),
             state.length + n,
             jnp.where(n > 0, logits[0, jnp.maximum(n - 1, 0)], state.next_logits),
+            jnp.where(n > 0, hidden[0, jnp.maximum(n - 1, 0)], state.hidden),
             state.done | jnp.any(live & (tokens == self.eos)),
         )
         return StepTrace(jnp.where(live, tokens, self.eos), jnp.sum(jnp.where(live, lp, 0.0)), self._finish(new), state)

@@ -87,6 +87,17 @@ class Transformer(eqx.Module):
 
     def __call__(self, tokens: jax.Array, start: jax.Array, pad: jax.Array, cache: Cache) -> tuple[jax.Array, Cache]:
         """Logits (B, T, V) for `tokens` (B, T) written at slots start..start+T-1, and the updated cache."""
+        hidden, cache = self.hidden_states(tokens, start, pad, cache)
+        return self.logits(hidden), cache
+
+    def logits(self, hidden: jax.Array) -> jax.Array:
+        """Next-token logits (..., V) from final-layer hidden states (..., d)."""
+        return _project(hidden, self.embed if self.output is None else self.output)
+
+    def hidden_states(self, tokens: jax.Array, start: jax.Array, pad: jax.Array,
+                      cache: Cache) -> tuple[jax.Array, Cache]:
+        """The final-layer hidden states (B, T, d), after the final norm (what the output head reads), for
+        `tokens` (B, T) written at slots start..start+T-1, and the updated cache."""
         c = self.config
         B, T = tokens.shape
         slots = start + jnp.arange(T)
@@ -117,9 +128,7 @@ class Transformer(eqx.Module):
 
         x = self.embed.rows(tokens) if isinstance(self.embed, Int8) else self.embed[tokens]
         (x, k, v, _), _ = jax.lax.scan(layer, (x, cache.k, cache.v, jnp.int32(0)), self.layers)
-        x = _rms_norm(x, self.norm, c.norm_eps)
-        logits = _project(x, self.embed if self.output is None else self.output)
-        return logits, Cache(k, v)
+        return _rms_norm(x, self.norm, c.norm_eps), Cache(k, v)
 
 
 def _project(x, weight, bias=None):
