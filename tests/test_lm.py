@@ -226,6 +226,14 @@ def test_step_log_density_equals_an_independent_recomputation(lm, stepping):
         np.testing.assert_array_equal(np.asarray(new.tokens), np.asarray(traces.retval.tokens[i]))
         text = lm.tokenizer.decode(tokens[:n])
         assert "\n" not in text[:-1] and (text.endswith("\n") or n == step.budget)
+        # the state's hidden state is the last position's in a full pass, and its logits are read from it
+        ids = jnp.asarray([prompt + tokens[:n].tolist()], jnp.int32)
+        hidden, _ = lm.transformer.hidden_states(ids, jnp.int32(0), jnp.zeros(1, jnp.int32),
+                                                 lm.transformer.empty_cache(1, cache_slots(ids.shape[1])))
+        np.testing.assert_allclose(np.asarray(traces.retval.hidden[i]), np.asarray(hidden[0, -1]), atol=2e-3, rtol=1e-3)
+        np.testing.assert_allclose(np.asarray(new.hidden), np.asarray(traces.retval.hidden[i]), atol=2e-3, rtol=1e-3)
+        np.testing.assert_allclose(np.asarray(lm.transformer.logits(traces.retval.hidden[i])),
+                                   np.asarray(traces.retval.next_logits[i]), atol=1e-3)
 
 
 def test_particles_are_resampled_by_a_gather_inside_jit(lm, stepping):

@@ -5,6 +5,7 @@ and particle Gibbs samples it; on the real model, the budget account and the ver
 import itertools
 from typing import NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -28,10 +29,17 @@ class ToyState(NamedTuple):
     tokens: jax.Array
     length: jax.Array
     done: jax.Array
+    hidden: jax.Array
+    """Features of the prefix for a reward model: (fraction of "a" tokens, length / T)."""
+
+
+def features(tokens, length):
+    a = jnp.sum((tokens == 0) & (jnp.arange(T) < length))
+    return jnp.stack([a / jnp.maximum(length, 1), length / T]).astype(jnp.float32)
 
 
 def start():
-    return ToyState(jnp.int32(EOS), jnp.full(T, EOS, jnp.int32), jnp.int32(0), jnp.bool_(False))
+    return ToyState(jnp.int32(EOS), jnp.full(T, EOS, jnp.int32), jnp.int32(0), jnp.bool_(False), jnp.zeros(2))
 
 
 @ppl.gen
@@ -39,7 +47,8 @@ def toy_step(state):
     logits = jnp.where(state.done, jnp.log(jnp.array([0.0, 0.0, 1.0])), jnp.log(jnp.asarray(TRANSITIONS))[state.last])
     x = dist.Categorical(logits=logits) @ "x"
     tokens = jnp.where(state.done, state.tokens, state.tokens.at[state.length].set(x))
-    return ToyState(x, tokens, state.length + (~state.done).astype(jnp.int32), state.done | (x == EOS))
+    length = state.length + (~state.done).astype(jnp.int32)
+    return ToyState(x, tokens, length, state.done | (x == EOS), features(tokens, length))
 
 
 def emission(before, after):
@@ -52,8 +61,22 @@ def twist(before, after):
     return jnp.log(0.2 + a / jnp.maximum(after.length, 1))
 
 
-def exact(reward: str, tau: float):
-    """{trajectory: posterior probability} and Z, by enumeration."""
+def toy_prm():
+    """A linear process reward model on the toy features, weights set by hand: V rises with the "a" fraction."""
+    prm = scaling.ProcessRewardModel.init(jax.random.key(0), np.array([[0.0, 0.0], [1.0, 1.0]]), depth=0)
+    prm = eqx.tree_at(lambda m: (m.mean, m.scale, m.layers[0].weight, m.layers[0].bias), prm,
+                      (jnp.zeros(2), jnp.ones(2), jnp.array([[2.5, -1.0]]), jnp.array([-1.0])))
+    return prm
+
+
+def prm_log_value(tokens):
+    """The toy reward model's log V of a prefix (a list of tokens), by numpy."""
+    a, n = tokens.count(0), len(tokens)
+    return float(np.log(1 / (1 + np.exp(-(2.5 * a / max(n, 1) - 1.0 * n / T - 1.0)))))
+
+
+def exact(reward: str, tau: float, log_prefix=lambda tokens: np.log(0.2 + tokens.count(0) / len(tokens))):
+    """{trajectory: posterior probability} and Z, by enumeration; a twist's log r of a prefix is `log_prefix`."""
     table = {}
     for xs in itertools.product(range(3), repeat=T):
         p, log_r, prev, done, last_r, tokens = 1.0, 0.0, EOS, False, 0.0, []
@@ -67,7 +90,7 @@ def exact(reward: str, tau: float):
             if reward == "emission":
                 log_r += np.log(REWARD[x]) / tau
             else:
-                last_r = np.log(0.2 + tokens.count(0) / len(tokens))
+                last_r = log_prefix(tokens)
             prev, done = x, x == EOS
         if p > 0:
             weight = p * np.exp(log_r if reward == "emission" else last_r / tau)
@@ -80,10 +103,18 @@ def trajectory_index(tokens):
     return tuple(int(t) for t in tokens)
 
 
-@pytest.mark.parametrize("reward, potential, tau", [("emission", emission, 0.5), ("twist", twist, 1.0)])
-def test_particle_filter_normalising_constant_is_unbiased(reward, potential, tau):
-    """mean(Ẑ/Z) = 1 within 4 standard errors, for adaptive-free (every step) and no resampling."""
-    _, z = exact(reward, tau)
+CASES = [("emission", emission, 0.5, None), ("twist", twist, 1.0, None), ("twist", toy_prm(), 0.5, prm_log_value)]
+
+
+def exact_for(reward, tau, log_prefix):
+    return exact(reward, tau) if log_prefix is None else exact(reward, tau, log_prefix)
+
+
+@pytest.mark.parametrize("reward, potential, tau, log_prefix", CASES)
+def test_particle_filter_normalising_constant_is_unbiased(reward, potential, tau, log_prefix):
+    """mean(Ẑ/Z) = 1 within 4 standard errors, for adaptive-free (every step) and no resampling; the third
+    case is a process reward model (`ProcessRewardModel`, reading the state's features) as the twist."""
+    _, z = exact_for(reward, tau, log_prefix)
     for ess_threshold in (1.0, 0.0):
         run = jax.jit(jax.vmap(lambda k: methods.particle_filter(
             k, toy_step, potential, start(), 8, T, temperature=tau, reward=reward, ess_threshold=ess_threshold,
@@ -92,9 +123,9 @@ def test_particle_filter_normalising_constant_is_unbiased(reward, potential, tau
         assert abs(ratio.mean() - 1) < 4 * ratio.std() / np.sqrt(ratio.size), (ess_threshold, ratio.mean())
 
 
-@pytest.mark.parametrize("reward, potential, tau", [("emission", emission, 0.5), ("twist", twist, 1.0)])
-def test_particle_filter_weights_converge_to_the_exact_posterior(reward, potential, tau):
-    posterior, _ = exact(reward, tau)
+@pytest.mark.parametrize("reward, potential, tau, log_prefix", CASES)
+def test_particle_filter_weights_converge_to_the_exact_posterior(reward, potential, tau, log_prefix):
+    posterior, _ = exact_for(reward, tau, log_prefix)
     c = methods.particle_filter(jax.random.key(1), toy_step, potential, start(), 20000, T, temperature=tau,
                                 reward=reward, eos=EOS)
     w = np.exp(np.asarray(c.log_weights) - np.max(np.asarray(c.log_weights)))
@@ -130,6 +161,12 @@ def test_beam_search_keeps_the_best_prefixes():
     for tokens, score in zip(np.asarray(c.states.tokens), scores):  # a beam's score is its tokens' rewards
         written = [t for t in tokens[: np.argmax(tokens == EOS) + 1 if EOS in tokens else T]]
         assert np.isclose(score, np.sum(np.log(REWARD[written])), atol=1e-5)
+    # a twist scores the prefix itself: a beam's score is its final prefix's log r, not a sum over steps
+    c = methods.beam_search(jax.random.key(3), toy_step, toy_prm(), start(), 6, T, beam_width=2, reward="twist",
+                            eos=EOS)
+    for tokens, score in zip(np.asarray(c.states.tokens), np.asarray(c.log_weights)):
+        written = [int(t) for t in tokens[: np.argmax(tokens == EOS) + 1 if EOS in tokens else T]]
+        assert np.isclose(score, prm_log_value(written), atol=1e-5)
     with pytest.raises(ValueError, match="multiple of beam_width"):
         methods.beam_search(jax.random.key(3), toy_step, emission, start(), 5, T, beam_width=2, eos=EOS)
 

@@ -27,6 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .data import DATA_SETS, is_correct, load_problems
+from .prm import ProcessRewardModel
 from .solve import METHODS, Reasoner
 
 __all__ = ["evaluate", "main", "wilson_interval"]
@@ -42,17 +43,35 @@ def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float
     return centre - half, centre + half
 
 
+INDEPENDENT = ("bon", "majority", "weighted")
+"""The methods that choose among N independent trajectories, whose weights are the rewards themselves."""
+
+
+def acceptance(reasoner: Reasoner) -> float:
+    """The log reward at or above which the reasoner's scorer calls a finished trajectory right: the verifier
+    when no equation is wrong, the judge when P(yes) >= 1/2, a trained reward model at the threshold in its
+    `threshold` (set by train_prm to the median V of right validation trajectories: half of those are accepted)."""
+    if isinstance(reasoner.potential, ProcessRewardModel):
+        return float(np.log(reasoner.potential.threshold))
+    return float(np.log(0.5)) if reasoner.reward_mode == "twist" else -1e-6
+
+
 def evaluate(reasoner: Reasoner, problems: list, methods: tuple, budgets: tuple, seed: int = 0, batch: int = 1,
              progress: bool = True, json_path: str | None = None) -> list[dict]:
-    """Records {method, budget, accuracy, ci_low, ci_high, n_problems, tokens, reward_calls, seconds},
-    tokens, reward calls and seconds as means per problem; `batch` problems run side by side. The progress
+    """Records {method, budget, accuracy, ci_low, ci_high, n_problems, tokens, reward_calls, seconds,
+    pass_at_n, fpr, tpr}, tokens, reward calls and seconds as means per problem; `batch` problems run side by
+    side. pass@N is the fraction of problems where some candidate is right (what an oracle selector reaches);
+    for best-of-N, majority and weighted vote, fpr and tpr are the fractions of wrong and of right trajectories
+    that the scorer accepts (`acceptance`), nan for the other methods. The progress
     bar advances by a batch's problems as each method answers them, and shows each method's accuracy so far
     at the budget in progress. With `json_path`, the records so far are written there after every batch (a
     long run that is stopped keeps what it measured)."""
     if not problems:
         raise ValueError("problems is empty: give at least one problem")
-    tallies = {(m, b): {"correct": 0, "solved": 0, "tokens": 0, "reward_calls": 0, "seconds": 0.0}
+    tallies = {(m, b): {"correct": 0, "solved": 0, "tokens": 0, "reward_calls": 0, "seconds": 0.0, "pass": 0,
+                        "wrong": 0, "false_positives": 0, "right": 0, "true_positives": 0}
                for m in methods for b in budgets}
+    threshold = acceptance(reasoner)
     bar = tqdm(total=len(problems) * len(budgets) * len(methods), disable=not progress, unit="answer",
                desc="solving")
     for first in range(0, len(problems), batch):
@@ -69,6 +88,14 @@ def evaluate(reasoner: Reasoner, problems: list, methods: tuple, budgets: tuple,
                     t["tokens"] += solution.tokens_generated
                     t["reward_calls"] += solution.reward_calls
                     t["seconds"] += solution.seconds
+                    right = np.array([is_correct(a, problem.answer) for a in solution.answers])
+                    t["pass"] += bool(right.any())
+                    if method in INDEPENDENT:
+                        accepted = solution.log_weights * reasoner.reward_temperature >= threshold
+                        t["wrong"] += int((~right).sum())
+                        t["false_positives"] += int((accepted & ~right).sum())
+                        t["right"] += int(right.sum())
+                        t["true_positives"] += int((accepted & right).sum())
                 bar.set_postfix_str(f"budget {budget}: " + ", ".join(
                     f"{m} {tallies[(m, budget)]['correct']}/{tallies[(m, budget)]['solved']}" for m in methods))
                 bar.update(len(chunk))
@@ -87,16 +114,24 @@ def _records(tallies: dict, n: int) -> list[dict]:
         low, high = wilson_interval(t["correct"], n)
         records.append({"method": method, "budget": budget, "accuracy": t["correct"] / n, "ci_low": low,
                         "ci_high": high, "n_problems": n, "tokens": t["tokens"] / n,
-                        "reward_calls": t["reward_calls"] / n, "seconds": t["seconds"] / n})
+                        "reward_calls": t["reward_calls"] / n, "seconds": t["seconds"] / n,
+                        "pass_at_n": t["pass"] / n, "fpr": _ratio(t["false_positives"], t["wrong"]),
+                        "tpr": _ratio(t["true_positives"], t["right"])})
     return records
 
 
+def _ratio(a: int, b: int) -> float:
+    return a / b if b else float("nan")
+
+
 def table(records: list[dict]) -> str:
-    header = f"{'method':<10}{'budget':>7}{'accuracy':>10}{'95% interval':>16}{'tokens':>9}{'rewards':>9}{'s/problem':>11}"
+    header = (f"{'method':<10}{'budget':>7}{'accuracy':>10}{'95% interval':>16}{'pass@N':>8}{'FPR':>7}{'TPR':>7}"
+              f"{'tokens':>9}{'rewards':>9}{'s/problem':>11}")
     lines = [header, "-" * len(header)]
     for r in records:
         lines.append(f"{r['method']:<10}{r['budget']:>7}{r['accuracy']:>10.3f}{'':>3}[{r['ci_low']:.3f}, "
-                     f"{r['ci_high']:.3f}]{r['tokens']:>9.0f}{r['reward_calls']:>9.1f}{r['seconds']:>11.2f}")
+                     f"{r['ci_high']:.3f}]{r['pass_at_n']:>8.3f}{r['fpr']:>7.3f}{r['tpr']:>7.3f}"
+                     f"{r['tokens']:>9.0f}{r['reward_calls']:>9.1f}{r['seconds']:>11.2f}")
     return "\n".join(lines)
 
 
@@ -155,7 +190,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--offset", type=_at_least(0), default=0, help="index of the first problem")
     parser.add_argument("--budgets", type=_budgets, default=(1, 4, 16), help="comma-separated, e.g. 1,4,16")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, among {','.join(METHODS)}")
-    parser.add_argument("--reward", default="verifier", choices=("verifier", "judge"))
+    parser.add_argument("--reward", default="verifier", choices=("verifier", "judge", "prm"),
+                        help="the arithmetic verifier, the model judging itself, or the trained process reward model")
+    parser.add_argument("--prm", default=None, help="with --reward prm: a head written by train_prm (default: the "
+                        "one shipped)")
     parser.add_argument("--steps", type=_at_least(1), default=4, help="reasoning steps T")
     parser.add_argument("--step-tokens", type=_at_least(1), default=32, help="tokens per step at most")
     parser.add_argument("--model", default=None, help="a GGUF file or safetensors directory (default: SmolLM2-135M)")
@@ -168,6 +206,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         parser.error(f"--methods: unknown methods {unknown}; choose among {','.join(METHODS)}")
+    if opts.prm is not None and (opts.reward != "prm" or not pathlib.Path(opts.prm).is_file()):
+        parser.error(f"--prm: give an existing file written by train_prm, with --reward prm (got {opts.prm!r})")
     if opts.model is not None and not pathlib.Path(opts.model).exists():
         parser.error(f"--model: no GGUF file or safetensors directory at {opts.model!r}")
     try:  # every argument is checked before the model loads
@@ -177,7 +217,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     import ppl
 
-    reasoner = Reasoner(ppl.lm.load(opts.model), opts.reward, n_steps=opts.steps, step_tokens=opts.step_tokens)
+    lm = ppl.lm.load(opts.model)
+    reward = ProcessRewardModel.load(opts.prm) if opts.reward == "prm" else opts.reward
+    reasoner = Reasoner(lm, reward, n_steps=opts.steps, step_tokens=opts.step_tokens)
     records = evaluate(reasoner, problems, methods, opts.budgets, opts.seed, opts.batch, json_path=opts.json)
     print(f"\n{len(problems)} problems from {opts.data} (offset {opts.offset}), reward: {opts.reward}, "
           f"{opts.steps} steps of up to {opts.step_tokens} tokens; jax {jax.__version__} on {jax.devices()[0].platform}")

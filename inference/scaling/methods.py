@@ -74,9 +74,11 @@ def importance_sampling(key: jax.Array, step: ppl.GenFn, potential: Any, state0:
 
 @eqx.filter_jit
 def beam_search(key: jax.Array, step: ppl.GenFn, potential: Any, state0: Any, n_particles: int, n_steps: int,
-                beam_width: int, eos: int | None = None) -> Candidates:
+                beam_width: int, reward: str = "emission", eos: int | None = None) -> Candidates:
     """Step-level beam search: N = beam_width × expansions sequences; after each step keep the `beam_width`
-    highest cumulative log rewards, and give each kept prefix N / beam_width children for the next step."""
+    highest scores, and give each kept prefix N / beam_width children for the next step. A prefix's score is
+    its cumulative log reward Σ_t log r_t for an emission, its latest log r_t for a twist (which scores the
+    prefix itself)."""
     if n_particles % beam_width:
         raise ValueError(f"n_particles ({n_particles}) must be a multiple of beam_width ({beam_width})")
     eos = _eos(step, eos)
@@ -88,7 +90,8 @@ def beam_search(key: jax.Array, step: ppl.GenFn, potential: Any, state0: Any, n_
         traces = jax.vmap(lambda kk, s: step.simulate(kk, s))(jax.random.split(k, n_particles), states)
         new = traces.retval
         live = ~states.done
-        scores = scores + jnp.where(live, jax.vmap(potential)(states, new), 0.0)
+        log_r = jax.vmap(potential)(states, new)
+        scores = jnp.where(live, log_r if reward == "twist" else scores + log_r, scores)
         best = jax.lax.top_k(scores, beam_width)[1]
         keep = jnp.repeat(best, children)
         return (jax.tree.map(lambda x: x[keep], new), scores[keep]), _step_counts(traces.choices, eos, 1)

@@ -7,14 +7,19 @@ For models too large for the compiled program: each step is one batch of concurr
 `/v1/completions` requests (one per live particle, stopping at a newline), scored by a reward
 on the step's text, then weighted, resampled (`inference.resampling`) or pruned exactly as the
 in-JAX methods do, on the host. The reward is the arithmetic verifier by default, or any
-Python callable `reward(text_so_far, step, complete) -> log r` (a process reward model behind
-its own endpoint, say). The tokenizer renders the chat template and feeds the verifier, so it
+Python callable `reward(text_so_far, step, complete) -> log r`, or a process reward model behind
+its own endpoint (`HTTPRewardModel`, below). The tokenizer renders the chat template and feeds the verifier, so it
 should be the served model's.
 
 Particle Gibbs runs as conditional SMC with the bootstrap proposal, where the reference's
 weight is its reward alone; ancestor sampling is not offered here, since it must score the
 reference's next step under every particle's prefix (teacher forcing), which the completions
 API does not offer in general.
+
+A process reward model behind its own endpoint (`HTTPRewardModel`, e.g. `python -m
+inference.scaling.serve_prm`) scores prefixes rather than steps: it enters as a twist (the weight of a
+step is V(prefix after) / V(prefix before), as `reward="twist"` in `reasoning_model`), and each step's
+live prefixes go to it as one request.
 
 A step ends at a newline (the stop string), at the token budget, or at end-of-sequence, which the
 engine reports as "eos" where the server marks it apart (llama.cpp's server does); behind a server
@@ -23,8 +28,11 @@ that calls both "stop", a finished particle keeps taking (empty) steps until the
 
 from __future__ import annotations
 
+import json
 import math
 import time
+import urllib.error
+import urllib.request
 from typing import Callable
 
 import jax
@@ -37,7 +45,33 @@ from .data import extract_answer
 from .solve import METHODS, RULE_OF, Solution, chat, normalized, select_answer
 from .verifier import ArithmeticVerifier
 
-__all__ = ["RemoteReasoner"]
+__all__ = ["HTTPRewardModel", "RemoteReasoner"]
+
+
+class HTTPRewardModel:
+    """A process reward model behind an HTTP endpoint: POST {"texts": [...]} answers {"log_values": [...]},
+    log V of each text (the rendered prompt and the reasoning so far), as `serve_prm` does."""
+
+    def __init__(self, url: str, timeout: float = 120.0):
+        self.url, self.timeout = url.rstrip("/") + ("" if url.rstrip("/").endswith("/score") else "/score"), timeout
+
+    def score(self, texts: list[str]) -> np.ndarray:
+        request = urllib.request.Request(self.url, json.dumps({"texts": texts}).encode(),
+                                         {"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                body = json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            raise RuntimeError(f"the reward model at {self.url} refused the request ({error.code}): "
+                               f"{error.read().decode(errors='replace')}") from None
+        except urllib.error.URLError as error:
+            raise ConnectionError(f"no reward model answers at {self.url} ({error.reason}); start one with "
+                                  "`python -m inference.scaling.serve_prm`") from None
+        values = np.asarray(body.get("log_values", []), np.float64)
+        if values.shape != (len(texts),) or np.isnan(values).any():
+            raise RuntimeError(f"the reward model at {self.url} answered {body!r} for {len(texts)} texts; expected "
+                               "'log_values', one number per text")
+        return values
 
 
 class _Particles:
@@ -45,6 +79,8 @@ class _Particles:
 
     def __init__(self, n: int):
         self.steps: list[list[str]] = [[] for _ in range(n)]
+        self.log_r = np.zeros(n)
+        """The last log reward of each prefix (a twist's weights are its increments)."""
         self.complete: list[list[bool]] = [[] for _ in range(n)]
         """Per step: whether it ended at a newline or end-of-sequence (not cut off by the token budget)."""
         self.done = np.zeros(n, bool)
@@ -53,7 +89,7 @@ class _Particles:
     def take(self, index) -> None:
         self.steps = [list(self.steps[i]) for i in index]
         self.complete = [list(self.complete[i]) for i in index]
-        self.done, self.log_w = self.done[index], self.log_w[index]
+        self.done, self.log_w, self.log_r = self.done[index], self.log_w[index], self.log_r[index]
 
     def texts(self) -> list[str]:
         return ["".join(s) for s in self.steps]
@@ -69,7 +105,8 @@ class _Run:
 class RemoteReasoner:
     """Reasoning with a served model; the settings mean what they mean for `Reasoner`."""
 
-    def __init__(self, engine: HTTPEngine, tokenizer: Tokenizer, reward: Callable[[str, str, bool], float] | None = None,
+    def __init__(self, engine: HTTPEngine, tokenizer: Tokenizer,
+                 reward: Callable[[str, str, bool], float] | HTTPRewardModel | None = None,
                  n_steps: int = 4, step_tokens: int = 32, lm_temperature: float = 0.7, reward_temperature: float = 1.0,
                  log_penalty: float = -3.0):
         self.engine, self.tokenizer = engine, tokenizer
@@ -99,7 +136,8 @@ class RemoteReasoner:
             texts, log_w = self._filter(run, key, method, budget)
         answers = [extract_answer(text) for text in texts]
         answer = select_answer(answers, log_w, RULE_OF[method], np.random.default_rng(seed))
-        return Solution(answer, answers, normalized(log_w), texts, run.tokens, run.calls, time.perf_counter() - start)
+        return Solution(answer, answers, normalized(log_w), texts, run.tokens, run.calls, time.perf_counter() - start,
+                        log_w)
 
     def _filter(self, run: _Run, key, method: str, n: int) -> tuple[list[str], np.ndarray]:
         """Particle filtering, importance sampling or beam search; the candidates and their log weights."""
@@ -134,10 +172,9 @@ class RemoteReasoner:
                     p.take(np.concatenate([[0], np.asarray(resampling.categorical(k_res, p.log_w, n - 1))]))
                     p.log_w = np.zeros(n)
                 if t < len(reference):  # the reference's step, weighted as if it had just been drawn
-                    p.log_w[0] += self.reward(p.texts()[0], reference[t], complete[t]) / self.reward_temperature
+                    self._weigh(run, p, [0], [reference[t]], [complete[t]])
                     p.steps[0].append(reference[t])
                     p.complete[0].append(complete[t])
-                    run.calls += 1
                 p.done[0] = t + 1 >= len(reference)
                 if not self._extend(run, p, np.flatnonzero(~p.done[1:]) + 1) and t + 1 >= len(reference):
                     break
@@ -154,14 +191,27 @@ class RemoteReasoner:
         texts = p.texts()
         outs = self.engine.complete([run.prompt + texts[i] for i in live], max_tokens=self.step_tokens,
                                     temperature=self.lm_temperature, stop=["\n"], seed=run.seed * 100_000 + run.calls)
-        for i, out in zip(live, outs):
-            newline = out.finish_reason == "stop"  # the stop string, left out of the text
-            step = out.text + ("\n" if newline else "")
-            complete = out.finish_reason != "length"
-            p.log_w[i] += self.reward(texts[i], step, complete) / self.reward_temperature
+        # the stop string (finish "stop") is left out of the text
+        steps = [out.text + ("\n" if out.finish_reason == "stop" else "") for out in outs]
+        completes = [out.finish_reason != "length" for out in outs]
+        self._weigh(run, p, live, steps, completes)
+        for i, out, step, complete in zip(live, outs, steps, completes):
             p.steps[i].append(step)
             p.complete[i].append(complete)
             p.done[i] = out.finish_reason == "eos"
             run.tokens += len(out.tokens)
-        run.calls += live.size
         return True
+
+    def _weigh(self, run: _Run, p: _Particles, index, steps: list[str], completes: list[bool]) -> None:
+        """Add the rewards of new steps (not yet appended) to the particles `index`: the step's own reward, or
+        for a reward model over HTTP the twist increment log V(after) − log V(before), one request for all."""
+        texts = p.texts()
+        if isinstance(self.reward, HTTPRewardModel):
+            log_r = self.reward.score([run.prompt + texts[i] + step for i, step in zip(index, steps)])
+            for i, value in zip(index, log_r):
+                p.log_w[i] += (value - p.log_r[i]) / self.reward_temperature
+                p.log_r[i] = value
+        else:
+            for i, step, complete in zip(index, steps, completes):
+                p.log_w[i] += self.reward(texts[i], step, complete) / self.reward_temperature
+        run.calls += len(steps)

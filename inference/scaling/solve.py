@@ -30,6 +30,7 @@ from ppl.lm import LanguageModel
 from . import methods
 from .data import extract_answer
 from .potentials import LMJudge, ProcessVerifier
+from .prm import ProcessRewardModel
 
 __all__ = ["METHODS", "Reasoner", "Solution", "chat", "normalized", "select_answer"]
 
@@ -63,6 +64,9 @@ class Solution(NamedTuple):
     tokens_generated: int
     reward_calls: int
     seconds: float
+    log_weights: np.ndarray | None = None
+    """The candidates' log selection weights (for importance sampling: the log reward, Σ_t log r_t / τ for an
+    emission, log r_T / τ for a twist)."""
 
 
 def normalized(log_weights) -> np.ndarray:
@@ -103,8 +107,10 @@ class Reasoner:
         Args:
             lm: the language model (`ppl.lm.load()`).
             reward: "verifier" (the exact arithmetic process verifier, as a per-step emission),
-                "judge" (the model's own yes/no verdict on the prefix, as a twist), or a potential
-                (an equinox module `potential(state_before, state_after) -> log r`, as an emission).
+                "judge" (the model's own yes/no verdict on the prefix, as a twist), "prm" (the process
+                reward model shipped with the package, `ProcessRewardModel.load()`, as a twist), a
+                `ProcessRewardModel` (as a twist), or another potential (an equinox module
+                `potential(state_before, state_after) -> log r`, as an emission).
             n_steps: T, the number of reasoning steps.
             step_tokens: the most tokens in one step (a step ends at a newline).
             lm_temperature: the language model's sampling temperature (its log densities are exact for it).
@@ -117,10 +123,13 @@ class Reasoner:
             self.potential, self.reward_mode = ProcessVerifier.for_lm(lm, step_tokens, log_penalty), "emission"
         elif reward == "judge":
             self.potential, self.reward_mode = LMJudge.from_lm(lm), "twist"
+        elif reward == "prm" or isinstance(reward, ProcessRewardModel):
+            prm = ProcessRewardModel.load() if reward == "prm" else reward
+            self.potential, self.reward_mode = prm.check(lm), "twist"
         elif callable(reward):
             self.potential, self.reward_mode = reward, "emission"
         else:
-            raise ValueError(f"reward is 'verifier', 'judge' or a potential module, got {reward!r}")
+            raise ValueError(f"reward is 'verifier', 'judge', 'prm' or a potential module, got {reward!r}")
         self.reward_temperature = reward_temperature
 
     def messages(self, question: str) -> list[dict]:
@@ -144,7 +153,7 @@ class Reasoner:
             raise ValueError(f"budget must be a positive int, got {budget!r}")
         if not questions:
             raise ValueError("questions is empty: give at least one question")
-        states, prompts = self._prompt_states(questions)
+        states, prompts = self.prompt_states(questions)
         runs: dict = {}
         out: list = [{} for _ in questions]
         for method in methods:
@@ -162,8 +171,8 @@ class Reasoner:
                 on_solved(method, [solutions[method] for solutions in out])
         return out
 
-    def _prompt_states(self, questions: list[str]):
-        """Prefilled states of equal shapes (the cache sized for the longest prompt), stacked; prompt lengths."""
+    def prompt_states(self, questions: list[str]):
+        """The questions' prefilled states of equal shapes (the cache sized for the longest prompt), stacked; prompt lengths."""
         ids = [self.lm.tokenizer.prompt_ids(self.messages(q)) for q in questions]
         longest = max(len(i) for i in ids)
         room = self.n_steps * self.step_tokens + 32  # the steps, and a judge's question after them
@@ -179,7 +188,7 @@ class Reasoner:
         rng = np.random.default_rng(np.asarray(jax.random.key_data(key)))
         answer = select_answer(answers, log_weights, rule, rng)
         return Solution(answer, answers, normalized(log_weights), texts, int(candidates.tokens_generated),
-                        int(candidates.reward_calls), seconds)
+                        int(candidates.reward_calls), seconds, log_weights)
 
     def _run(self, key, kind: str, budget: int, state0) -> methods.Candidates:
         common = (key, self.step, self.potential, state0)
@@ -191,5 +200,5 @@ class Reasoner:
             return methods.particle_gibbs(*common, n, max(1, budget // n), self.n_steps, **tilt)
         if kind == "beam":
             width = math.isqrt(budget) if math.isqrt(budget) ** 2 == budget else budget
-            return methods.beam_search(*common, budget, self.n_steps, width)
+            return methods.beam_search(*common, budget, self.n_steps, width, reward=self.reward_mode)
         return methods.importance_sampling(*common, budget, self.n_steps, **tilt)
