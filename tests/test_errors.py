@@ -295,6 +295,10 @@ def test_counts_accept_numpy_integers_and_refuse_the_rest():
     (["--methods", "pf,sampling"], r"--methods: unknown methods \['sampling'\]; choose among pf,"),
     (["--model", "/no/such.gguf"], "--model: no GGUF file or safetensors directory at '/no/such.gguf'"),
     (["--data", "/no/such.json"], "--data: no problem file at '/no/such.json'.*svamp, gsm8k"),
+    (["--methods", "pf@8", "--budgets", "4"], r"--methods: budgets \{'pf': 8\} are not among --budgets 4"),
+    (["--methods", "pf@four"], "--methods: a budget after @ is an integer"),
+    (["--compare", "pf4:bon16"], "--compare: expected pairs like pf@4:bon@16"),
+    (["--prm", "/no/head.safetensors", "--reward", "prm"], "--prm: give an existing file written by train_prm"),
 ])
 def test_bench_arguments_are_refused_before_the_model_loads(argv, message, capsys, monkeypatch):
     """Case 12, and the README's demonstration with --problems 0 or an --offset past the end."""

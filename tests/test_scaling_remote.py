@@ -52,3 +52,60 @@ def test_particle_gibbs_over_http_keeps_a_weighted_lineage(llama_server, remote)
     assert len(solution.texts) == 2 and np.allclose(solution.weights, 0.5)
     assert all(text for text in solution.texts)
     assert len(seen) == solution.reward_calls and solution.reward_calls <= 2 + 2 * 2 * 4
+
+
+@pytest.fixture(scope="module")
+def prm_server():
+    """The shipped process reward model served on loopback by `serve_prm`, in a thread; its URL and scorer."""
+    import threading
+
+    from inference.scaling.serve_prm import PRMScorer, serve
+
+    scorer = PRMScorer(ppl.lm.load(), scaling.ProcessRewardModel.load())
+    server = serve(scorer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", scorer
+    server.shutdown()
+
+
+def test_a_reward_model_over_http_scores_prefixes_as_the_in_jax_one(prm_server):
+    """log V of a batch of texts of different lengths, from one request, equals the head on the hidden state
+    of each text read alone; a malformed request is refused with the reason."""
+    from inference.scaling.remote import HTTPRewardModel
+
+    url, scorer = prm_server
+    lm = scorer.lm
+    prompt = lm.tokenizer.apply_chat_template(scaling.solve.chat("Tom has 3 apples and buys 5 more. How many?"))
+    texts = [prompt + "Tom buys 5 more.\n", prompt + "3 + 5 = 8\nThe answer is 8.", prompt]
+    values = HTTPRewardModel(url).score(texts)
+    for text, value in zip(texts, values):
+        state = lm.prompt_state(text, max_tokens=8)
+        assert abs(float(scorer.prm.log_value(state.hidden)) - value) < 2e-3
+    assert len(set(np.round(values, 4))) == 3
+    with pytest.raises(RuntimeError, match="'texts' must be a list of strings"):
+        HTTPRewardModel(url).score([1, 2])
+    with pytest.raises(ConnectionError, match="serve_prm"):
+        HTTPRewardModel("http://127.0.0.1:9/score", timeout=5).score(["x"])
+
+
+def test_remote_reasoner_twists_by_the_served_reward_model(prm_server, remote):
+    """Weighted vote over HTTP with the served head: each trajectory's weight is V of its final prefix (the twist's
+    increments telescope), and each step's live prefixes went to the reward model as one request."""
+    from inference.scaling.remote import HTTPRewardModel
+
+    url, scorer = prm_server
+    requests = []
+
+    class Counting(HTTPRewardModel):
+        def score(self, texts):
+            requests.append(len(texts))
+            return super().score(texts)
+
+    reasoner = RemoteReasoner(remote.engine, remote.tokenizer, reward=Counting(url), n_steps=2, step_tokens=16)
+    problem = scaling.load_problems(scaling.default_data_path(), 1, 5)[0]
+    solution = reasoner.solve(3, problem.question, "weighted", budget=4)
+    prompt = remote.tokenizer.apply_chat_template(scaling.solve.chat(problem.question))
+    final = scorer.score([prompt + text for text in solution.texts])
+    expected = np.exp(final - final.max())
+    np.testing.assert_allclose(solution.weights, expected / expected.sum(), rtol=1e-3, atol=1e-6)
+    assert len(requests) <= 2 and requests[0] == 4 and sum(requests) == solution.reward_calls

@@ -30,7 +30,7 @@ from .data import DATA_SETS, is_correct, load_problems
 from .prm import ProcessRewardModel
 from .solve import METHODS, Reasoner
 
-__all__ = ["evaluate", "main", "wilson_interval"]
+__all__ = ["acceptance", "evaluate", "main", "paired", "table", "wilson_interval"]
 
 
 def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -57,7 +57,7 @@ def acceptance(reasoner: Reasoner) -> float:
 
 
 def evaluate(reasoner: Reasoner, problems: list, methods: tuple, budgets: tuple, seed: int = 0, batch: int = 1,
-             progress: bool = True, json_path: str | None = None) -> list[dict]:
+             progress: bool = True, json_path: str | None = None, only: dict | None = None) -> list[dict]:
     """Records {method, budget, accuracy, ci_low, ci_high, n_problems, tokens, reward_calls, seconds,
     pass_at_n, fpr, tpr}, tokens, reward calls and seconds as means per problem; `batch` problems run side by
     side. pass@N is the fraction of problems where some candidate is right (what an oracle selector reaches);
@@ -68,11 +68,13 @@ def evaluate(reasoner: Reasoner, problems: list, methods: tuple, budgets: tuple,
     long run that is stopped keeps what it measured)."""
     if not problems:
         raise ValueError("problems is empty: give at least one problem")
+    only = only or {}
+    at = {b: tuple(m for m in methods if b in only.get(m, budgets)) for b in budgets}  # what runs at each budget
     tallies = {(m, b): {"correct": 0, "solved": 0, "tokens": 0, "reward_calls": 0, "seconds": 0.0, "pass": 0,
-                        "wrong": 0, "false_positives": 0, "right": 0, "true_positives": 0}
-               for m in methods for b in budgets}
+                        "wrong": 0, "false_positives": 0, "right": 0, "true_positives": 0, "outcomes": []}
+               for b in budgets for m in at[b]}
     threshold = acceptance(reasoner)
-    bar = tqdm(total=len(problems) * len(budgets) * len(methods), disable=not progress, unit="answer",
+    bar = tqdm(total=len(problems) * len(tallies), disable=not progress, unit="answer",
                desc="solving")
     for first in range(0, len(problems), batch):
         chunk = problems[first:first + batch]
@@ -83,7 +85,8 @@ def evaluate(reasoner: Reasoner, problems: list, methods: tuple, budgets: tuple,
             def tally(method, solutions, budget=budget):
                 t = tallies[(method, budget)]
                 for problem, solution in zip(chunk, solutions):
-                    t["correct"] += is_correct(solution.answer, problem.answer)
+                    t["outcomes"].append(int(is_correct(solution.answer, problem.answer)))
+                    t["correct"] += t["outcomes"][-1]
                     t["solved"] += 1
                     t["tokens"] += solution.tokens_generated
                     t["reward_calls"] += solution.reward_calls
@@ -97,10 +100,11 @@ def evaluate(reasoner: Reasoner, problems: list, methods: tuple, budgets: tuple,
                         t["right"] += int(right.sum())
                         t["true_positives"] += int((accepted & right).sum())
                 bar.set_postfix_str(f"budget {budget}: " + ", ".join(
-                    f"{m} {tallies[(m, budget)]['correct']}/{tallies[(m, budget)]['solved']}" for m in methods))
+                    f"{m} {tallies[(m, budget)]['correct']}/{tallies[(m, budget)]['solved']}" for m in at[budget]))
                 bar.update(len(chunk))
 
-            reasoner.solve_batch(keys, [p.question for p in chunk], methods, budget, on_solved=tally)
+            if at[budget]:
+                reasoner.solve_batch(keys, [p.question for p in chunk], at[budget], budget, on_solved=tally)
         if json_path:
             with open(json_path, "w") as f:
                 json.dump(_records(tallies, first + len(chunk)), f, indent=1)
@@ -116,8 +120,25 @@ def _records(tallies: dict, n: int) -> list[dict]:
                         "ci_high": high, "n_problems": n, "tokens": t["tokens"] / n,
                         "reward_calls": t["reward_calls"] / n, "seconds": t["seconds"] / n,
                         "pass_at_n": t["pass"] / n, "fpr": _ratio(t["false_positives"], t["wrong"]),
-                        "tpr": _ratio(t["true_positives"], t["right"])})
+                        "tpr": _ratio(t["true_positives"], t["right"]), "outcomes": t["outcomes"]})
     return records
+
+
+def paired(records: list[dict], a: tuple[str, int], b: tuple[str, int]) -> dict:
+    """Method a against method b on the same problems, each given as (method, budget): the problems only a
+    answers, only b answers, and the two-sided exact McNemar p-value (a binomial test on those)."""
+    from scipy.stats import binomtest
+
+    found = {(r["method"], r["budget"]): np.asarray(r["outcomes"]) for r in records}
+    missing = [m for m in (a, b) if m not in found]
+    if missing:
+        raise ValueError(f"no records for {missing}; the records hold {sorted(found)}")
+    if len(found[a]) != len(found[b]):
+        raise ValueError(f"{a} has {len(found[a])} problems and {b} {len(found[b])}: a paired comparison needs the same")
+    only_a, only_b = int(np.sum(found[a] > found[b])), int(np.sum(found[b] > found[a]))
+    p = binomtest(only_a, only_a + only_b).pvalue if only_a + only_b else 1.0
+    return {"a": f"{a[0]}@{a[1]}", "b": f"{b[0]}@{b[1]}", "accuracy_a": float(found[a].mean()),
+            "accuracy_b": float(found[b].mean()), "only_a": only_a, "only_b": only_b, "p_value": float(p)}
 
 
 def _ratio(a: int, b: int) -> float:
@@ -189,7 +210,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--problems", type=_at_least(1), default=10, help="how many problems (from --offset)")
     parser.add_argument("--offset", type=_at_least(0), default=0, help="index of the first problem")
     parser.add_argument("--budgets", type=_budgets, default=(1, 4, 16), help="comma-separated, e.g. 1,4,16")
-    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, among {','.join(METHODS)}")
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, among {','.join(METHODS)}; "
+                        "method@4 runs a method at budget 4 only (method@4@16: at 4 and 16)")
+    parser.add_argument("--compare", default="pf@4:bon@16,pf@4:majority@4",
+                        help="paired comparisons to print, a@N:b@M, where both were run")
     parser.add_argument("--reward", default="verifier", choices=("verifier", "judge", "prm"),
                         help="the arithmetic verifier, the model judging itself, or the trained process reward model")
     parser.add_argument("--prm", default=None, help="with --reward prm: a head written by train_prm (default: the "
@@ -202,7 +226,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--json", default=None, help="write the records here")
     parser.add_argument("--plot", default="scaling.png", help="accuracy against budget (empty: no plot)")
     opts = parser.parse_args(argv)
-    methods = tuple(dict.fromkeys(m.strip() for m in opts.methods.split(",") if m.strip()))
+    entries = [m.strip().split("@") for m in opts.methods.split(",") if m.strip()]
+    methods = tuple(dict.fromkeys(e[0] for e in entries))
+    try:
+        only = {e[0]: tuple(int(b) for b in e[1:]) for e in entries if len(e) > 1}
+    except ValueError:
+        parser.error(f"--methods: a budget after @ is an integer, got {opts.methods!r}")
+    outside = {m: b for m, bs in only.items() for b in bs if b not in opts.budgets}
+    if outside:
+        parser.error(f"--methods: budgets {outside} are not among --budgets {','.join(map(str, opts.budgets))}")
+    try:
+        comparisons = [[(m, int(n)) for m, n in (side.split("@") for side in pair.split(":"))]
+                       for pair in filter(None, opts.compare.split(","))]
+    except ValueError:
+        parser.error(f"--compare: expected pairs like pf@4:bon@16, comma-separated; got {opts.compare!r}")
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         parser.error(f"--methods: unknown methods {unknown}; choose among {','.join(METHODS)}")
@@ -220,10 +257,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
     lm = ppl.lm.load(opts.model)
     reward = ProcessRewardModel.load(opts.prm) if opts.reward == "prm" else opts.reward
     reasoner = Reasoner(lm, reward, n_steps=opts.steps, step_tokens=opts.step_tokens)
-    records = evaluate(reasoner, problems, methods, opts.budgets, opts.seed, opts.batch, json_path=opts.json)
+    records = evaluate(reasoner, problems, methods, opts.budgets, opts.seed, opts.batch, json_path=opts.json, only=only)
     print(f"\n{len(problems)} problems from {opts.data} (offset {opts.offset}), reward: {opts.reward}, "
           f"{opts.steps} steps of up to {opts.step_tokens} tokens; jax {jax.__version__} on {jax.devices()[0].platform}")
     print(table(records))
+    run = {(r["method"], r["budget"]) for r in records}
+    for a, b in comparisons:
+        if a in run and b in run:
+            c = paired(records, a, b)
+            print(f"{c['a']} vs {c['b']}: {c['accuracy_a']:.3f} vs {c['accuracy_b']:.3f}; only {c['a']} right on "
+                  f"{c['only_a']} problems, only {c['b']} on {c['only_b']}; McNemar p = {c['p_value']:.3f}")
     if opts.plot:
         plot(records, opts.plot, f"{len(problems)} problems, reward: {opts.reward}")
         print(f"plot: {opts.plot}")

@@ -7,7 +7,8 @@
 1. Rollouts: `--rollouts` K trajectories per training problem from the Reasoner's own prompt and steps
    (`rollouts.sample`), `--batch` problems side by side. Each batch is written to `--cache` (an .npz per
    batch, in a folder named by everything that decides its content) as soon as it is done, so a stopped run
-   resumes where it was; problem i's key is fold_in(key(seed), i), so the rollouts are the same run to run.
+   resumes where it was; problem i's key is fold_in(key(seed), i), so the rollouts are the same run to run; `--seeds 0,1` adds
+   a second K per problem.
 2. Labels: outcome labels per step: every prefix of a trajectory gets its final answer's correctness.
 3. Training: `ProcessRewardModel` fit with optax (AdamW, binary cross-entropy, weight decay), the epoch
    with the best validation log loss kept.
@@ -40,7 +41,7 @@ from .data import DATA_SETS, data_path, extract_answer, is_correct, load_problem
 from .prm import DEFAULT_PATH, ProcessRewardModel
 from .solve import Reasoner, chat
 
-__all__ = ["Dataset", "collect", "fit", "main", "metrics", "prefixes"]
+__all__ = ["Dataset", "collect", "concatenate", "fit", "main", "metrics", "prefixes"]
 
 CACHE = ".cache/prm"
 
@@ -110,6 +111,11 @@ def collect(reasoner: Reasoner, path: str, n: int, offset: int, n_rollouts: int,
     return Dataset(**{name: value[keep] for name, value in fields.items()})
 
 
+def concatenate(parts: list[Dataset]) -> Dataset:
+    """Rollouts of several runs (seeds) as one dataset."""
+    return Dataset(*(np.concatenate(fields) for fields in zip(*parts)))
+
+
 def prefixes(data: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every live step's prefix: its hidden state (m, d), its outcome label (m,) and its step index (m,)."""
     trajectory, step = np.nonzero(data.live)
@@ -166,6 +172,17 @@ def _auroc(score: np.ndarray, label: np.ndarray) -> float:
     return float(mannwhitneyu(score[label], score[~label]).statistic / (label.sum() * (~label).sum()))
 
 
+def _auroc_within(score: np.ndarray, label: np.ndarray, problem: np.ndarray) -> tuple[float, int]:
+    """AUROC over (right, wrong) pairs of the same problem only: what choosing among one problem's candidates
+    (best-of-N, resampling) can use; and the number of such pairs."""
+    wins, pairs = 0.0, 0
+    for p in np.unique(problem):
+        s, y = score[problem == p], label[problem == p].astype(bool)
+        wins += np.sum(s[y][:, None] > s[~y][None]) + 0.5 * np.sum(s[y][:, None] == s[~y][None])
+        pairs += int(y.sum() * (~y).sum())
+    return (wins / pairs if pairs else float("nan")), pairs
+
+
 def _calibration(p: np.ndarray, label: np.ndarray, bins: int = 10) -> tuple[float, float]:
     """The Brier score and the expected calibration error (equal-width bins of p)."""
     which = np.minimum((p * bins).astype(int), bins - 1)
@@ -176,7 +193,8 @@ def _calibration(p: np.ndarray, label: np.ndarray, bins: int = 10) -> tuple[floa
 
 def metrics(prm: ProcessRewardModel, data: Dataset) -> dict:
     """AUROC, Brier score and calibration error of V at the end of trajectories and after each step; the AUROC
-    of the baseline score (mean token log-probability); the base rate and the fraction that finished."""
+    within problems (`_auroc_within`); the AUROC of the baseline score (mean token log-probability); the base
+    rate, the fraction that finished, and pass@K (problems with a right trajectory)."""
     value = jax.jit(jax.vmap(lambda h: jnp.exp(prm.log_value(h))))
     end = np.asarray(value(_final(data)))
     brier, ece = _calibration(end, data.correct)
@@ -184,7 +202,9 @@ def metrics(prm: ProcessRewardModel, data: Dataset) -> dict:
     out = {"trajectories": int(len(end)), "right": float(data.correct.mean()), "finished": float(data.finished.mean()),
            "answered": float(data.answered.mean()), "auroc_end": _auroc(end, data.correct), "brier_end": brier,
            "ece_end": ece, "auroc_mean_logprob": _auroc(mean_logp, data.correct),
-           "brier_base_rate": float(np.mean((data.correct.mean() - data.correct) ** 2))}
+           "brier_base_rate": float(np.mean((data.correct.mean() - data.correct) ** 2)),
+           "pass_at_k": float(np.mean([data.correct[data.problem == p].any() for p in np.unique(data.problem)]))}
+    out["auroc_within"], out["pairs_within"] = _auroc_within(end, data.correct, data.problem)
     x, y, step = prefixes(data)
     v = np.asarray(value(x))
     for t in range(data.live.shape[1]):
@@ -206,7 +226,9 @@ def main(argv: list[str] | None = None):
     parser.add_argument("--validation-problems", type=int, default=100)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--step-tokens", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=lambda t: [int(x) for x in t.split(",")], default=[0],
+                        help="comma-separated: --rollouts trajectories per problem for each seed; the first also "
+                        "seeds the validation rollouts and the head")
     parser.add_argument("--batch", type=int, default=8, help="problems run side by side")
     parser.add_argument("--cache", default=CACHE, help="where rollouts are kept (resumable)")
     parser.add_argument("--rollouts-only", action="store_true", help="generate the rollouts and stop")
@@ -223,11 +245,12 @@ def main(argv: list[str] | None = None):
 
     reasoner = Reasoner(ppl.lm.load(), n_steps=opts.steps, step_tokens=opts.step_tokens)
     n = opts.problems or len(load_problems(opts.data)) - opts.offset
-    train = collect(reasoner, opts.data, n, opts.offset, opts.rollouts, opts.seed, opts.batch, opts.cache,
-                    desc="training rollouts")
+    seed = opts.seeds[0]  # the validation rollouts and the head's initialisation
+    train = concatenate([collect(reasoner, opts.data, n, opts.offset, opts.rollouts, s, opts.batch, opts.cache,
+                                 desc=f"training rollouts, seed {s}") for s in opts.seeds])
     if opts.validation:
         collect(reasoner, opts.validation, opts.validation_problems, opts.validation_offset, opts.rollouts,
-                opts.seed, opts.batch, opts.cache, desc="validation rollouts")
+                seed, opts.batch, opts.cache, desc="validation rollouts")
     print(f"{len(train.correct)} training trajectories, {train.correct.mean():.3f} right, "
           f"{train.finished.mean():.3f} finished, {train.answered.mean():.3f} wrote a number")
     if opts.rollouts_only:
@@ -235,16 +258,16 @@ def main(argv: list[str] | None = None):
     if not opts.validation:
         parser.error("--validation: give the validation problems (the full SVAMP file; rows 400-499 by default)")
     validation = collect(reasoner, opts.validation, opts.validation_problems, opts.validation_offset, opts.rollouts,
-                         opts.seed, opts.batch, opts.cache, desc="validation rollouts")
+                         seed, opts.batch, opts.cache, desc="validation rollouts")
     results = []
     for depth in opts.depths:
-        prm, info = fit(jax.random.key(opts.seed), train, validation, opts.width, depth, opts.train_steps)
+        prm, info = fit(jax.random.key(seed), train, validation, opts.width, depth, opts.train_steps)
         results.append((info["validation_log_loss"], depth, prm, {**info, **metrics(prm, validation)}))
         print(f"depth {depth}: validation {json.dumps(results[-1][3])}")
     _, depth, prm, validation_metrics = min(results, key=lambda r: r[0])  # chosen on validation log loss
     prm = dataclasses.replace(prm, threshold=_median_right(prm, validation))
-    record = {"data": f"{opts.data} {opts.offset}-{opts.offset + n - 1}", "rollouts_per_problem": opts.rollouts,
-              "seed": opts.seed, "steps": opts.steps, "step_tokens": opts.step_tokens, "width": opts.width,
+    record = {"data": f"{opts.data} {opts.offset}-{opts.offset + n - 1}", "rollouts_per_problem": opts.rollouts * len(opts.seeds),
+              "seeds": opts.seeds, "steps": opts.steps, "step_tokens": opts.step_tokens, "width": opts.width,
               "depth": depth, "validation_set": f"{pathlib.Path(opts.validation).name} {opts.validation_offset}-"
               f"{opts.validation_offset + opts.validation_problems - 1}",
               "train": metrics(prm, train), "validation": validation_metrics,
