@@ -107,8 +107,11 @@ def collect(reasoner: Reasoner, path: str, n: int, offset: int, n_rollouts: int,
         parts.append(np.load(file, allow_pickle=True))
     fields = {name: np.concatenate([p[name].reshape((-1,) + p[name].shape[2:]) for p in parts])
               for name in Dataset._fields}
-    keep = (fields["problem"] >= offset) & (fields["problem"] < offset + n)
-    return Dataset(**{name: value[keep] for name, value in fields.items()})
+    return _subset(Dataset(**fields), (fields["problem"] >= offset) & (fields["problem"] < offset + n))
+
+
+def _subset(data: Dataset, keep: np.ndarray) -> Dataset:
+    return Dataset(*(field[keep] for field in data))
 
 
 def concatenate(parts: list[Dataset]) -> Dataset:
@@ -238,13 +241,22 @@ def main(argv: list[str] | None = None):
                         help="hidden layers of the heads to compare (0: a linear probe); the best on validation "
                         "log loss is kept")
     parser.add_argument("--width", type=int, default=64, help="hidden layer width")
+    parser.add_argument("--fractions", type=lambda t: [float(x) for x in t.split(",") if x], default=[0.25, 0.5],
+                        help="also refit the kept head on these fractions of the training problems (a learning "
+                        "curve, in the record)")
     parser.add_argument("--train-steps", type=int, default=3000, help="full-batch AdamW steps")
     opts = parser.parse_args(argv)
+
+    n = opts.problems or len(load_problems(opts.data)) - opts.offset
+    if opts.validation and data_path(opts.data) == data_path(opts.validation) and \
+            opts.offset + n > opts.validation_offset:
+        parser.error(f"--data: training problems {opts.offset}-{opts.offset + n - 1} reach the validation problems "
+                     f"(from {opts.validation_offset}) and the test problems after them; train on SVAMP 0-399 or "
+                     "GSM8K train")
 
     import ppl
 
     reasoner = Reasoner(ppl.lm.load(), n_steps=opts.steps, step_tokens=opts.step_tokens)
-    n = opts.problems or len(load_problems(opts.data)) - opts.offset
     seed = opts.seeds[0]  # the validation rollouts and the head's initialisation
     train = concatenate([collect(reasoner, opts.data, n, opts.offset, opts.rollouts, s, opts.batch, opts.cache,
                                  desc=f"training rollouts, seed {s}") for s in opts.seeds])
@@ -266,12 +278,19 @@ def main(argv: list[str] | None = None):
         print(f"depth {depth}: validation {json.dumps(results[-1][3])}")
     _, depth, prm, validation_metrics = min(results, key=lambda r: r[0])  # chosen on validation log loss
     prm = dataclasses.replace(prm, threshold=_median_right(prm, validation))
+    curve = {}  # what more training problems buy: the kept head refit on the first fraction of them
+    for fraction in opts.fractions:
+        problems = np.unique(train.problem)
+        part = _subset(train, np.isin(train.problem, problems[: max(1, round(fraction * len(problems)))]))
+        refit, info = fit(jax.random.key(seed), part, validation, opts.width, depth, opts.train_steps)
+        curve[str(fraction)] = {"trajectories": int(len(part.correct)), **info, **metrics(refit, validation)}
+        print(f"{fraction:.0%} of the training problems: validation {json.dumps(curve[str(fraction)])}")
     record = {"data": f"{opts.data} {opts.offset}-{opts.offset + n - 1}", "rollouts_per_problem": opts.rollouts * len(opts.seeds),
               "seeds": opts.seeds, "steps": opts.steps, "step_tokens": opts.step_tokens, "width": opts.width,
               "depth": depth, "validation_set": f"{pathlib.Path(opts.validation).name} {opts.validation_offset}-"
               f"{opts.validation_offset + opts.validation_problems - 1}",
               "train": metrics(prm, train), "validation": validation_metrics,
-              "candidates": {f"depth {r[1]}": r[3] for r in results}}
+              "candidates": {f"depth {r[1]}": r[3] for r in results}, "learning_curve": curve}
     prm.save(opts.out or DEFAULT_PATH, record)
     print(f"kept depth {depth}; wrote {opts.out or DEFAULT_PATH}")
     return record
