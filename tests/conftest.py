@@ -1,6 +1,8 @@
 import os
 import sys
 
+import arviz  # noqa: F401  (here, in the controller, before the xdist workers start: the first import of the
+# day writes a stamp file through one fixed temporary name, and two workers importing at once race on it)
 import pytest
 
 from ppl.lm import weights
