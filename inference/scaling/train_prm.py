@@ -89,10 +89,11 @@ def collect(reasoner: Reasoner, path: str, n: int, offset: int, n_rollouts: int,
     parts = []
     # batches are aligned to multiples of `batch` from the file's start, so overlapping ranges share them
     starts = range(offset - offset % batch, offset + n, batch)
+    total = len(load_problems(path))
     for start in tqdm(starts, desc=desc, unit="batch"):
         file = folder / f"{start:06d}.npz"
         if not file.exists():
-            chunk = load_problems(path, min(batch, len(load_problems(path)) - start), start)
+            chunk = load_problems(path, min(batch, total - start), start)
             keys = jax.numpy.stack([jax.random.fold_in(jax.random.key(seed), start + i) for i in range(len(chunk))])
             out = rollouts.sample(reasoner, keys, [p.question for p in chunk], n_rollouts)
             answers = [[extract_answer(text) for text in row] for row in out.texts]
