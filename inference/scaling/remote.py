@@ -28,18 +28,15 @@ that calls both "stop", a finished particle keeps taking (empty) steps until the
 
 from __future__ import annotations
 
-import json
 import math
 import time
-import urllib.error
-import urllib.request
 from typing import Callable
 
 import jax
 import numpy as np
 
 from inference import resampling
-from ppl.lm import HTTPEngine, Tokenizer
+from ppl.lm import EngineError, HTTPEngine, Tokenizer, post_json
 
 from .data import extract_answer
 from .solve import METHODS, RULE_OF, Solution, chat, normalized, select_answer
@@ -50,27 +47,22 @@ __all__ = ["HTTPRewardModel", "RemoteReasoner"]
 
 class HTTPRewardModel:
     """A process reward model behind an HTTP endpoint: POST {"texts": [...]} answers {"log_values": [...]},
-    log V of each text (the rendered prompt and the reasoning so far), as `serve_prm` does."""
+    log V of each text (the rendered prompt and the reasoning so far), as `serve_prm` does. Requests are
+    retried as `HTTPEngine`'s are."""
 
-    def __init__(self, url: str, timeout: float = 120.0):
-        self.url, self.timeout = url.rstrip("/") + ("" if url.rstrip("/").endswith("/score") else "/score"), timeout
+    def __init__(self, url: str, timeout: float = 120.0, retries: int = 3):
+        self.url = url.rstrip("/") + ("" if url.rstrip("/").endswith("/score") else "/score")
+        self.timeout, self.retries = timeout, retries
 
     def score(self, texts: list[str]) -> np.ndarray:
-        request = urllib.request.Request(self.url, json.dumps({"texts": texts}).encode(),
-                                         {"Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                body = json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            raise RuntimeError(f"the reward model at {self.url} refused the request ({error.code}): "
-                               f"{error.read().decode(errors='replace')}") from None
-        except urllib.error.URLError as error:
-            raise ConnectionError(f"no reward model answers at {self.url} ({error.reason}); start one with "
-                                  "`python -m inference.scaling.serve_prm`") from None
+            body = post_json(self.url, {"texts": texts}, self.timeout, self.retries)
+        except EngineError as error:
+            raise EngineError(f"{error} (a reward model is served by `python -m inference.scaling.serve_prm`)") from None
         values = np.asarray(body.get("log_values", []), np.float64)
         if values.shape != (len(texts),) or np.isnan(values).any():
-            raise RuntimeError(f"the reward model at {self.url} answered {body!r} for {len(texts)} texts; expected "
-                               "'log_values', one number per text")
+            raise EngineError(f"the reward model at {self.url} answered {body!r} for {len(texts)} texts; expected "
+                              "'log_values', one number per text")
         return values
 
 

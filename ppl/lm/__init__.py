@@ -4,7 +4,7 @@
     lm.generate(key, ["The capital of France is"], max_tokens=16, temperature=0.0)
 """
 
-from .engine import Completion, EngineError, HTTPEngine, JaxEngine
+from .engine import Completion, EngineError, HTTPEngine, JaxEngine, post_json
 from .model import LanguageModel, load
 from .sampling import Sampler
 from .step import LMState, StepFn, StepTrace
@@ -13,5 +13,5 @@ from .transformer import Cache, Transformer
 
 __all__ = [
     "Cache", "Completion", "EngineError", "HTTPEngine", "JaxEngine", "LMState", "LanguageModel", "Sampler", "StepFn",
-    "StepTrace", "Tokenizer", "Transformer", "load",
+    "StepTrace", "Tokenizer", "Transformer", "load", "post_json",
 ]

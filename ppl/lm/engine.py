@@ -72,29 +72,35 @@ class HTTPEngine:
             return list(pool.map(one, enumerate(prompts)))
 
     def _post(self, path: str, body: dict) -> dict:
-        url = self.base_url + path
-        data = json.dumps(body).encode()
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        last = None
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
-            try:
-                request = urllib.request.Request(url, data=data, headers=headers, method="POST")
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    return json.loads(response.read())
-            except urllib.error.HTTPError as e:
-                message = e.read().decode(errors="replace")[:500]
-                if e.code == 429 or e.code >= 500:
-                    last = f"HTTP {e.code}: {message}"
-                    continue
-                raise EngineError(f"{url} answered HTTP {e.code}: {message}") from None
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
-                last = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
-        raise EngineError(f"{url} failed {self.retries + 1} times (last: {last}); check that the server is running "
-                          f"and reachable, or raise timeout={self.timeout} / retries={self.retries}")
+        return post_json(self.base_url + path, body, self.timeout, self.retries, self.backoff, self.api_key)
+
+
+def post_json(url: str, body: dict, timeout: float = 60.0, retries: int = 3, backoff: float = 0.5,
+              api_key: str | None = None) -> dict:
+    """POST `body` as JSON and return the JSON answer, retrying (with exponential backoff) on a connection
+    failure, a timeout, HTTP 429 or 5xx; any other HTTP error, or the last failure, raises `EngineError`."""
+    data = json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    last = None
+    for attempt in range(retries + 1):
+        if attempt:
+            time.sleep(backoff * 2 ** (attempt - 1))
+        try:
+            request = urllib.request.Request(url, data=data, headers=headers, method="POST")
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as e:
+            message = e.read().decode(errors="replace")[:500]
+            if e.code == 429 or e.code >= 500:
+                last = f"HTTP {e.code}: {message}"
+                continue
+            raise EngineError(f"{url} answered HTTP {e.code}: {message}") from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
+            last = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
+    raise EngineError(f"{url} failed {retries + 1} times (last: {last}); check that the server is running "
+                      f"and reachable, or raise timeout={timeout} / retries={retries}")
 
 
 def _completion(choice: dict) -> Completion:
