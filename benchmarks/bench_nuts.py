@@ -1,7 +1,7 @@
 """NUTS: this project's `inference.mcmc.nuts` against NumPyro's `MCMC(NUTS(...))` on the same models.
 
 Models (data from ../shared/data/posteriordb): eight schools (non-centered), the kidiq
-linear regression and AR(5); each written once with `ppl` (tests/posteriordb.py) and
+linear regression and AR(5); each written once with `ppl` (testbed/posteriordb.py) and
 once natively in NumPyro with the same distributions. Both samplers: 4 chains
 vectorised with vmap, 1,000 warm-up, 1,000 draws, diagonal mass matrix, target
 acceptance 0.8, uniform initialisation in (-2, 2) on the unconstrained space.
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
 import arviz as az
@@ -38,9 +37,7 @@ import numpyro.distributions as nd
 from numpyro.infer import MCMC, NUTS
 
 from inference import mcmc
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-import posteriordb
+from testbed import posteriordb
 
 WARMUP, SAMPLES, CHAINS = 1000, 1000, 4
 _COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",

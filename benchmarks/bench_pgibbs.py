@@ -1,6 +1,6 @@
 """Particle Gibbs sweeps against one SMC run of the same size.
 
-Model: the linear-Gaussian state-space model of bench_smc.py (x_t = 0.9 x_{t-1} + N(0, 0.5),
+Model: the linear-Gaussian state-space model of bench_smc.py (`testbed.lgssm`: x_t = 0.9 x_{t-1} + N(0, 0.5),
 y_t = x_t + N(0, 1)), data simulated with a fixed seed. A sweep is one CSMC move of the
 trajectory (`smc.csmc_kernel(...).step`: resample every step with the reference kept,
 extend, pick the new trajectory, rebuild the trace). The baseline is one SMC run,
@@ -56,12 +56,11 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-import oracles
-from bench_smc import A, C, DATA_SEED, M0, P0, Q, R, lgssm, time_round_robin
+from bench_smc import DATA_SEED, time_round_robin  # noqa: E402  (this script's folder is on sys.path)
 
-from inference import smc
+from inference import smc  # noqa: E402
+from testbed import oracles  # noqa: E402
+from testbed.lgssm import A, C, M0, P0, Q, R, lgssm  # noqa: E402
 
 
 def implementations(n: int, T: int) -> dict:

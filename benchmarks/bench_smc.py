@@ -1,6 +1,6 @@
 """Bootstrap particle filter: `inference.smc.run` against the same filter hand-written in plain JAX.
 
-Model: the scalar linear-Gaussian state-space model of tests/test_smc.py,
+Model: the scalar linear-Gaussian state-space model of tests/test_smc.py (`testbed.lgssm`),
 
     x_0 ~ N(0, 1),  x_t = 0.9 x_{t-1} + N(0, 0.5),  y_t = x_t + N(0, 1),  t = 0 .. T-1,
 
@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 import time
 
 import jax
@@ -43,33 +42,12 @@ import numpy as np
 from jax.scipy.special import logsumexp
 from jax.scipy.stats import norm
 
-import ppl
 from inference import smc
-from ppl import dist
+from testbed import oracles
+from testbed.lgssm import A, C, M0, P0, Q, R, lgssm
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-import oracles
-
-A, C, Q, R, M0, P0 = 0.9, 1.0, 0.5, 1.0, 0.0, 1.0
 THRESHOLD = 0.5
 DATA_SEED = 0
-
-
-# --- the model, as in tests/test_smc.py --------------------------------------
-
-
-@ppl.gen
-def lg_step(x_prev, is_first):
-    mean = jnp.where(is_first, M0, A * x_prev)
-    var = jnp.where(is_first, P0, Q)
-    x = dist.Normal(mean, jnp.sqrt(var)) @ "x"
-    dist.Normal(C * x, jnp.sqrt(R)) @ "y"
-    return x
-
-
-@ppl.gen
-def lgssm(first_flags):
-    return ppl.scan(lg_step, in_axes=(0,))(0.0, first_flags) @ "steps"
 
 
 # --- the same filter in plain JAX --------------------------------------------

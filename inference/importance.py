@@ -14,8 +14,6 @@ The estimate of the log marginal likelihood is log Ẑ = logsumexp(log w) - log 
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
-
 import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
@@ -23,33 +21,18 @@ from jax.scipy.special import logsumexp
 import ppl
 
 from . import inputs, resampling
+from .weighted import WeightedParticles
 
 __all__ = ["ImportanceResult", "run", "sample_importance_resampling"]
 
 
-class ImportanceResult(NamedTuple):
-    """Weighted particles from importance sampling."""
-
-    traces: ppl.Trace
-    """The model's traces, batched along a leading particle axis."""
-    log_weights: jax.Array
-    """Unnormalised log importance weights, shape (N,)."""
+class ImportanceResult(WeightedParticles):
+    """Weighted particles from importance sampling: the model's traces, batched along a leading particle axis,
+    and their unnormalised log importance weights, shape (N,)."""
 
     def log_marginal_likelihood(self) -> jax.Array:
         """log Ẑ = logsumexp(log w) - log N; -inf when every weight is zero."""
         return logsumexp(self.log_weights) - jnp.log(self.log_weights.shape[0])
-
-    def normalized_weights(self) -> jax.Array:
-        """Weights summing to one (all zero when every weight is zero, never NaN)."""
-        return resampling.weights(self.log_weights)
-
-    def ess(self) -> jax.Array:
-        """Effective sample size 1 / Σ w_i² of the normalised weights (0 when all weights are zero)."""
-        return resampling.ess(self.log_weights)
-
-    @property
-    def choices(self) -> Any:
-        return self.traces.choices
 
 
 def run(

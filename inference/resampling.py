@@ -94,13 +94,9 @@ def ess(log_weights: jax.Array, log_total: jax.Array | None = None) -> jax.Array
 
 
 def _max(x: jax.Array) -> jax.Array:
-    """`jnp.max` of a float array, as the largest of its bit patterns read as sortable integers.
-
-    Below 4,096 entries XLA's CPU float max reduction is 1.5-4x slower than an integer
-    one (0.84 against 0.28 us at N = 1e3, 2.4 against 0.65 at 3e3); from 4,096 on it
-    switches to a faster kernel (0.6 us at 5e3, 1.1 at 1e4, where the integer max takes
-    1.0 and 1.9), so larger arrays keep `jnp.max`. Floats order as their bits do once a
-    negative one's magnitude bits are flipped. A positive NaN is the largest.
+    """`jnp.max` of a float array, as the largest of its bit patterns read as sortable integers below 4,096
+    entries (faster there on a CPU: docs/performance.md). Floats order as their bits do once a negative one's
+    magnitude bits are flipped. A positive NaN is the largest.
     """
     x = jnp.asarray(x)  # a NumPy float64 array is float32 here unless x64 is enabled
     ints = {4: jnp.int32, 8: jnp.int64}.get(x.dtype.itemsize)
@@ -113,14 +109,8 @@ def _max(x: jax.Array) -> jax.Array:
 
 
 def _maxes(*arrays: jax.Array) -> tuple[jax.Array, ...]:
-    """The maximum of each of several same-shape (N,) float arrays, in one pass over them.
-
-    XLA's CPU compiler splits a reduction over more than 32 entries into a reduce-window
-    and a reduce, each a kernel of its own apart from the one computing its input; a
-    variadic reduction it leaves whole, fused with that computation. Two maxima this way
-    cost one kernel instead of six (0.36 against 1.1 us at N = 1e3, and no slower at 1e5).
-    A NaN propagates.
-    """
+    """The maximum of each of several same-shape (N,) float arrays, as one variadic reduction, which XLA keeps
+    fused with the computation of its inputs (docs/performance.md). A NaN propagates."""
     initial = tuple(jnp.array(-jnp.inf, x.dtype) for x in arrays)
     return jax.lax.reduce(arrays, initial, lambda a, b: tuple(map(jnp.maximum, a, b)), (0,))
 
@@ -143,12 +133,9 @@ _BLOCK = 32
 
 
 def _prefix_sum(x: jax.Array) -> jax.Array:
-    """`jnp.cumsum` along the last axis of a float array, faster on a CPU from a thousand entries on.
-
-    XLA's CPU cumsum is a log-depth scan of strided slices; blocks of 32 summed by
-    one triangular matrix product, plus a cumsum of the block totals, run 2-3x faster
-    (N = 1e3 to 1e5) with the same rounding error. Other platforms keep `jnp.cumsum`
-    (their scans are fast, and a GPU or TPU matmul may round its inputs to lower precision).
+    """`jnp.cumsum` along the last axis of a float array; on a CPU from 512 entries on, as blocks of 32 summed by
+    one triangular matrix product plus a cumsum of the block totals (same rounding error; faster there:
+    docs/performance.md). Other platforms keep `jnp.cumsum` (a GPU or TPU matmul may round its inputs).
     """
     n = x.shape[-1]
     if n < 512:
@@ -293,7 +280,7 @@ def _draw_one(weights, cdf, u):
     n = weights.shape[0]
     i = jax.lax.iota(jnp.int32, n)
     positive = weights > 0
-    # both in one variadic reduction, which XLA's CPU compiler fuses whole (see _maxes)
+    # both in one variadic reduction (see _maxes)
     first, last = jax.lax.reduce((jnp.where(positive & (cdf > u * cdf[-1]), i, n), jnp.where(positive, i, -1)),
                                  (jnp.int32(n), jnp.int32(-1)), lambda a, b: (jnp.minimum(a[0], b[0]),
                                                                               jnp.maximum(a[1], b[1])), (0,))

@@ -14,11 +14,12 @@ See the README and docs/ for the generative function interface.
 from . import dist, lm, streams, unconstrained
 from .choicemap import Masked, Unconstrained
 from .combinators import cond, mix, repeat, scan, switch, vmap
-from .core import Call, GenFn, Trace, factor
+from .core import Call, GenFn, Trace, address_path, factor
 from .distribution import ChoiceTrace, Distribution
 from .errors import ModelError
 from .gen import GenTrace, StaticGenFn, gen
 from .selection import Selection, sel
+from .sequential import StateSpace, state_space
 from .streams import Streams
 
 __all__ = [
@@ -30,10 +31,12 @@ __all__ = [
     "Masked",
     "ModelError",
     "Selection",
+    "StateSpace",
     "StaticGenFn",
     "Streams",
     "Trace",
     "Unconstrained",
+    "address_path",
     "cond",
     "dist",
     "factor",
@@ -43,6 +46,7 @@ __all__ = [
     "repeat",
     "scan",
     "sel",
+    "state_space",
     "streams",
     "switch",
     "unconstrained",

@@ -1,4 +1,4 @@
-"""Choice maps are plain nested dicts; this module holds the few helpers on them.
+"""Choice maps are plain nested dicts; this module holds the operations on them.
 
 A choice map maps address components (strings or ints) to either a value (an
 array, possibly batched) or a nested choice map. Constraints given by users are
@@ -8,11 +8,15 @@ A leaf may also be a `Masked` value: a value that is only present where its
 flag is true. Traces of `ppl.cond`/`ppl.switch` use it for addresses that only
 some branches visit, and a `Masked` constraint constrains only where its flag
 is true.
+
+The operations inference builds on: `split` by a selection, `latents` (the
+unobserved choices), `outside` (all but the sub-map at a path), `flatten` to
+`(path, value)` pairs, `has_masked` and `drop_masked`, and `merge`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import equinox as eqx
 import jax
@@ -21,9 +25,13 @@ import numpy as np
 
 from .errors import ModelError
 
+if TYPE_CHECKING:
+    from .selection import Selection
+
 __all__ = [
-    "Masked", "Unconstrained", "check_all_visited", "check_observations", "check_selected", "index", "masked", "merge",
-    "nest", "normalize", "subconstraint", "unmask",
+    "Masked", "Unconstrained", "check_all_visited", "check_observations", "check_selected", "drop_masked", "flatten",
+    "has_masked", "index", "latents", "masked", "merge", "nest", "normalize", "outside", "split", "subconstraint",
+    "unmask",
 ]
 
 
@@ -230,16 +238,88 @@ def index(choices: Any, i: Any) -> Any:
 
 def unmask(choices: Any) -> Any:
     """Replace each `Masked` leaf by its value (where its flag is false the value is a placeholder)."""
-    return jax.tree.map(
-        lambda x: x.value if isinstance(x, Masked) else x, choices, is_leaf=lambda x: isinstance(x, Masked)
-    )
+    return jax.tree.map(lambda x: x.value if isinstance(x, Masked) else x, choices, is_leaf=_is_masked)
+
+
+def _is_masked(x: Any) -> bool:
+    return isinstance(x, Masked)
+
+
+def has_masked(choices: Any) -> bool:
+    """Whether some leaf of `choices` is `Masked`: observed at some elements (or steps), latent at the others."""
+    return any(map(_is_masked, jax.tree.leaves(choices, is_leaf=_is_masked)))
+
+
+def drop_masked(choices: Any) -> Any:
+    """`choices` without its `Masked` leaves: only the values given at every element (or step).
+
+    Sub-maps left empty are dropped too; a bare `Masked` value gives `None` (nothing). Not to be confused with
+    `unmask`, which keeps each `Masked` leaf's value (placeholders included) and drops only its flags.
+    """
+    if _is_masked(choices):
+        return None
+    if not isinstance(choices, dict):
+        return choices
+    kept = {k: drop_masked(v) for k, v in choices.items()}
+    return {k: v for k, v in kept.items() if not _empty(v)}
+
+
+def flatten(tree: Any, prefix: tuple = ()) -> list[tuple[tuple, Any]]:
+    """`[(path, leaf)]` for every leaf of a nested dict, in order: `{"a": {"b": 1}}` gives `[(("a", "b"), 1)]`.
+
+    Each path is `prefix` followed by the keys down to the leaf; a bare value gives `[(prefix, value)]` and an
+    empty dict no pair. Tuple keys stay single components (`normalize` first to nest them).
+    """
+    if isinstance(tree, dict):
+        return [item for k, v in tree.items() for item in flatten(v, (*prefix, k))]
+    return [(prefix, tree)]
+
+
+def split(choices: Any, selection: Selection) -> tuple[dict, dict]:
+    """`(selected, rest)`: the values of a choice map inside and outside `selection`, each nested as in `choices`.
+
+    A sub-map left empty on one side is left out of it; a `Masked` leaf is one value and goes wholly to one side.
+    """
+    selected, rest = {}, {}
+    for k, v in normalize(choices).items():
+        sub = selection.step(k)
+        if isinstance(v, dict):
+            s, r = split(v, sub)
+            if s:
+                selected[k] = s
+            if r:
+                rest[k] = r
+        elif sub.selects_here():
+            selected[k] = v
+        else:
+            rest[k] = v
+    return selected, rest
+
+
+def latents(choices: Any, observations: Any) -> Any:
+    """The choices at no address of `observations` and under none: a trace's choices less the observed ones.
+
+    A `Masked` observation counts as observed at every element; `latents(choices, drop_masked(observations))`
+    keeps the addresses that are masked out somewhere.
+    """
+    from .selection import sel  # here, not at the top: ppl.selection imports this module
+
+    return split(choices, ~sel.of(normalize(observations)))[0] if observations else choices
+
+
+def outside(choices: Any, path: tuple) -> dict:
+    """The choices that are not in the sub-map at `path`: `choices` with that part (and parents left empty) removed.
+
+    `outside({"a": 1, "s": {"x": 2, "y": 3}}, ("s", "x"))` is `{"a": 1, "s": {"y": 3}}`; `path = ()` gives `{}`.
+    """
+    from .selection import sel  # here, not at the top: ppl.selection imports this module
+
+    return split(choices, sel(*path))[1]
 
 
 def leaf_paths(choices: Any, prefix: tuple = ()) -> list[tuple]:
     """The address of every value in a choice map (`[()]` for a bare value)."""
-    if not isinstance(choices, dict):
-        return [prefix]
-    return [p for k, v in choices.items() for p in leaf_paths(v, prefix + (k,))]
+    return [path for path, _ in flatten(choices, prefix)]
 
 
 def leaf_shape_dtype(x: Any) -> tuple[tuple, Any]:

@@ -23,7 +23,7 @@ from .distribution import Distribution
 from .errors import ModelError
 from .selection import Selection
 
-__all__ = ["GenTrace", "StaticGenFn", "gen"]
+__all__ = ["GenTrace", "GenerateHandler", "StaticGenFn", "gen"]
 
 
 class GenTrace(Trace):
@@ -124,7 +124,12 @@ class _Assess(_Visits):
         return retval
 
 
-class _Generate(_Visits):
+class GenerateHandler(_Visits):
+    """The handler of `generate`: runs each visited callee's `generate` on its part of the constraints.
+
+    Public so that other modules can subclass it to intercept visits (see `ppl.sequential`).
+    """
+
     def __init__(self, key, constraints):
         super().__init__(key)
         self.constraints = constraints
@@ -220,7 +225,7 @@ class StaticGenFn(GenFn):
         return handler.logp + handler.factor_total, retval
 
     def _generate(self, key, constraints, args):
-        handler = _Generate(key, constraints)
+        handler = GenerateHandler(key, constraints)
         retval = self._run(handler, args)
         choicemap.check_all_visited(constraints, handler.visited)
         return self._trace(handler, args, retval), handler.weight + handler.factor_total

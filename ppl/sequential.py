@@ -27,7 +27,7 @@ from . import choicemap
 from .combinators.scan import Scan, check_block_length
 from .core import GenFn
 from .errors import ModelError
-from .gen import StaticGenFn, _Generate
+from .gen import GenerateHandler, StaticGenFn
 
 __all__ = ["Prefix", "StateSpace", "state_space"]
 
@@ -44,7 +44,7 @@ class _Stop(Exception):
     """Raised by the prefix handler when the model visits anything after its scan."""
 
 
-class _PrefixHandler(_Generate):
+class _PrefixHandler(GenerateHandler):
     def __init__(self, key, constraints, path, placeholder):
         super().__init__(key, constraints)
         self.scan_path = path
@@ -63,7 +63,7 @@ class _PrefixHandler(_Generate):
         return super().on_visit(path, gen_fn, args)
 
 
-class _FindScans(_Generate):
+class _FindScans(GenerateHandler):
     """Records every `ppl.scan` visited at the top level of the model."""
 
     def __init__(self, key):

@@ -1,4 +1,4 @@
-"""Checks of the exact reference algorithms in ``oracles.py``.
+"""Checks of the exact reference algorithms in ``testbed/oracles.py``.
 
 The oracles are used as ground truth for SMC / particle Gibbs, so each is checked
 here against a different, more direct computation: the LGSSM recursions against
@@ -9,9 +9,10 @@ brute-force enumeration of every state path.
 from __future__ import annotations
 
 import numpy as np
-import oracles
 import pytest
 from scipy.stats import multivariate_normal, norm
+
+from testbed import oracles
 
 # ---------------------------------------------------------------------------
 # LGSSM

@@ -10,7 +10,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import oracles
 import pytest
 from scipy import optimize
 
@@ -18,6 +17,7 @@ import ppl
 from inference import pgibbs, smc
 from inference.mcmc import kernels
 from ppl import dist
+from testbed import oracles
 
 C, Q, R, M0, P0 = 1.0, 0.5, 1.0, 0.0, 1.0
 A_TRUE, A_PRIOR_MEAN, A_PRIOR_SD = 0.9, 0.5, 0.5

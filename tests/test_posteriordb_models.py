@@ -1,4 +1,4 @@
-"""The posteriordb models of tests/posteriordb.py have the Stan programs' log densities.
+"""The posteriordb models of testbed/posteriordb.py have the Stan programs' log densities.
 
 Each model is assessed at the reference posterior mean and compared with the same
 density written independently from data.json with numpy/scipy (normalised
@@ -10,11 +10,12 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
-import posteriordb
 import pytest
-from posteriordb import NAMES, load
 from scipy import stats
 from scipy.special import logsumexp
+
+from testbed import posteriordb
+from testbed.posteriordb import NAMES, load
 
 norm = stats.norm.logpdf
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import arviz as az
 import jax
 import numpy as np
-import posteriordb
 import pytest
 
 from inference import mcmc
+from testbed import posteriordb
 
 
 @pytest.mark.parametrize("name", posteriordb.NAMES)

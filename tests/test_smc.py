@@ -3,33 +3,16 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import oracles
 import pytest
 from scipy import stats
 
 import ppl
 from inference import importance, smc
 from ppl import dist
+from testbed import oracles
+from testbed.lgssm import A, C, M0, P0, Q, R, lg_step, lgssm
 
-A, C, Q, R, M0, P0 = 0.9, 1.0, 0.5, 1.0, 0.0, 1.0
 T = 25
-
-
-@ppl.gen
-def lg_step(x_prev, is_first):
-    """x_0 ~ N(m0, P0), x_t ~ N(a x_{t-1}, q); y_t ~ N(c x_t, r): the oracles' model."""
-    mean = jnp.where(is_first, M0, A * x_prev)
-    var = jnp.where(is_first, P0, Q)
-    x = dist.Normal(mean, jnp.sqrt(var)) @ "x"
-    dist.Normal(C * x, jnp.sqrt(R)) @ "y"
-    return x
-
-
-@ppl.gen
-def lgssm(first_flags):
-    return ppl.scan(lg_step, in_axes=(0,))(0.0, first_flags) @ "steps"
-
-
 FLAGS = jnp.arange(T) == 0
 _, YS = oracles.lgssm_simulate(np.random.default_rng(0), T, A, C, Q, R, M0, P0)
 OBS = {"steps": {"y": jnp.asarray(YS, jnp.float32)}}

@@ -320,7 +320,7 @@ def ar_chain(flags):
 
 
 def test_smc_bound_is_below_the_evidence_and_tightens_with_particles():
-    import oracles
+    from testbed import oracles
 
     T = 20
     flags = jnp.arange(T) == 0

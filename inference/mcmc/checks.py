@@ -18,9 +18,7 @@ import jax
 import numpy as np
 
 import ppl
-
-from .result import flatten
-from .target import latents
+from ppl.choicemap import flatten, latents
 
 __all__ = ["Start", "check_latents", "check_start", "check_step_size"]
 

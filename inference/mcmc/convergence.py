@@ -16,7 +16,9 @@ import warnings
 
 import numpy as np
 
-from .result import MCMCResult, flatten, import_arviz
+from ppl.choicemap import flatten
+
+from .result import MCMCResult, import_arviz
 
 __all__ = ["ESS_BULK_PER_CHAIN", "RHAT_MAX", "ConvergenceWarning", "problems", "warn_if_not_converged"]
 

@@ -29,15 +29,15 @@ from numpyro.infer.hmc import hmc
 
 import ppl
 from ppl import unconstrained
+from ppl.choicemap import flatten, latents
 
 from .. import inputs
 from . import checks
 from .checks import Start
 from .convergence import warn_if_not_converged
 from .progress import progress, progress_callback
-from .result import MCMCResult, flatten
+from .result import MCMCResult
 from .run import start_traces
-from .target import latents
 
 __all__ = ["nuts"]
 

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 import equinox as eqx
 import numpy as np
 
+from ppl.choicemap import flatten
+
 if TYPE_CHECKING:
     import arviz
 
@@ -59,10 +61,3 @@ class MCMCResult(eqx.Module):
             "divergences": int(np.sum(np.asarray(self.stats["diverging"]))),
             "mean_accept_prob": float(np.mean(np.asarray(self.stats["accept_prob"]))),
         }
-
-
-def flatten(tree: Any, prefix: tuple = ()) -> list:
-    """[(address path, leaf)] of a nested dict."""
-    if isinstance(tree, dict):
-        return [item for k, v in tree.items() for item in flatten(v, (*prefix, k))]
-    return [(prefix, tree)]

@@ -10,7 +10,7 @@ model's own `assess` on `ppl.Unconstrained` leaves.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -18,29 +18,7 @@ from jax.flatten_util import ravel_pytree
 
 import ppl
 from ppl import unconstrained
-
-
-def split(choices: Any, selection: ppl.Selection) -> tuple[dict, dict]:
-    """(selected, rest): the leaves of a choice map inside and outside `selection`."""
-    selected, rest = {}, {}
-    for k, v in ppl.choicemap.normalize(choices).items():
-        sub = selection.step(k)
-        if isinstance(v, dict):
-            s, r = split(v, sub)
-            if s:
-                selected[k] = s
-            if r:
-                rest[k] = r
-        elif sub.selects_here():
-            selected[k] = v
-        else:
-            rest[k] = v
-    return selected, rest
-
-
-def latents(choices: Any, observations: Any) -> Any:
-    """The choices that are not observed."""
-    return split(choices, ~ppl.sel.of(observations))[0] if observations else choices
+from ppl.choicemap import latents  # noqa: F401  (re-exported: inference/mcmc/run.py still imports it from here)
 
 
 class Target(NamedTuple):
@@ -55,10 +33,10 @@ class Target(NamedTuple):
 
 def target(gen_fn: ppl.GenFn, trace: ppl.Trace, selection: ppl.Selection, args: tuple) -> Target:
     """The unconstrained target of `selection` in `trace` (continuous choices only)."""
-    selected, rest = split(trace.choices, selection)
+    selected, rest = ppl.choicemap.split(trace.choices, selection)
     if not selected:
         raise ValueError("the selection holds no choice of this trace; select the addresses to move")
-    u = split(unconstrained.unconstrain(gen_fn, args, trace.choices), selection)[0]
+    u = ppl.choicemap.split(unconstrained.unconstrain(gen_fn, args, trace.choices), selection)[0]
     if not all(jnp.issubdtype(x.dtype, jnp.floating) for x in jax.tree.leaves(u)):
         raise ValueError(
             "gradient-based kernels move continuous choices only; this selection holds a discrete one "

@@ -36,8 +36,8 @@ import jax
 import jax.numpy as jnp
 
 import ppl
+from ppl.choicemap import flatten
 
-from ..mcmc.result import flatten
 from .estimators import MVD, Enum, Reinforce, Reparam, candidates
 
 __all__ = ["Objective", "objective", "random_key", "sample"]
@@ -145,7 +145,7 @@ def random_key() -> jax.Array:
 def _classify(gen_fn, key, args, estimators: dict, site: str) -> dict:
     """{address path: (estimator, dtype, shape)} for every choice of the site."""
     shapes = jax.eval_shape(lambda k: gen_fn.simulate(k, *args).choices, key)
-    given = {ppl.core.address_path(a): e for a, e in estimators.items()}
+    given = {ppl.address_path(a): e for a, e in estimators.items()}
     spec = {}
     for path, sds in flatten(shapes if isinstance(shapes, dict) else {}):
         default = Reparam() if jnp.issubdtype(sds.dtype, jnp.floating) else Reinforce()

@@ -1,6 +1,6 @@
 """The eight posteriordb reference posteriors of `../shared/data/posteriordb`, written with ppl.
 
-    from posteriordb import NAMES, load
+    from testbed.posteriordb import NAMES, load
     post = load("eight_schools-eight_schools_noncentered")
     logp, _ = post.model.assess({**latents, **post.observations}, *post.args)
     post.stan_draws(samples)       # {"theta[1]": (chain, draw), ..., "mu": ..., "tau": ...}

@@ -1,4 +1,4 @@
-"""Exact reference algorithms (oracles) for testing SMC and particle Gibbs.
+"""Exact reference algorithms (oracles) for testing SMC and particle Gibbs, and for the benchmarks' sanity checks.
 
 Everything here is plain numpy in float64, deliberately independent of JAX and of
 the library under test, so a disagreement points at the inference code rather

@@ -1,0 +1,81 @@
+"""Conditional SMC (Andrieu, Doucet & Holenstein 2010) as an `init`/`step` pair over a `CSMCState`.
+
+A reference trajectory is kept among the particles, in a slot drawn with the resampling.
+Resampling happens before every step but the first, by conditional systematic resampling
+(`resampling.conditional_systematic`): the reference's slot and the shared uniform are drawn
+together given the reference's ancestor, which keeps the CSMC kernel exact. The ancestor is
+the reference's own past, or with ancestor sampling (Lindsten, Jordan & Schön 2014) it is
+redrawn with weights w_{t-1}^i p(x_t^ref, y_t | carry_{t-1}^i): exactly ("exact", N
+densities) or by one Metropolis-Hastings step towards that law ("metropolis", two densities).
+That weight is exact when a step's carry is determined by its own choices (the usual
+state-space case). The reference's step then takes its slot in the extended particles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import logsumexp
+
+import ppl
+
+from .. import resampling
+from .config import SMCConfig
+from .extend import extend, gather, next_carries, reference_step, set_slot, weigh
+from .filtering import start
+from .state import CSMCState, StepInfo
+
+__all__ = ["conditional_init", "conditional_step"]
+
+
+def conditional_init(key: jax.Array, model: ppl.GenFn, args: tuple, observations: dict, reference: dict,
+                     config: SMCConfig) -> CSMCState:
+    """The particles before the first step, every one sharing the reference's choices before the scan; the
+    reference's step choices (a full choice map of the model's) are kept in the state's target."""
+    space = ppl.state_space(model, args)
+    reference = ppl.choicemap.normalize(reference)
+    steps = ppl.choicemap.subconstraint(reference, space.path)
+    _, state = start(key, model, args, observations, config, ppl.choicemap.outside(reference, space.path), steps)
+    # the first particles are i.i.d. given the shared prefix: the reference may start in any slot
+    return CSMCState(**{f.name: getattr(state, f.name) for f in dataclasses.fields(state)},
+                     reference_slot=jnp.zeros((), jnp.int32))
+
+
+def conditional_step(key: jax.Array, state: CSMCState, t) -> tuple[CSMCState, StepInfo]:
+    """Step `t` of conditional SMC: conditional resampling (with ancestor sampling as configured), extension,
+    and the reference's step in its slot."""
+    target = state.target
+    config = target.config
+    n = config.n_particles
+    k_resample, k_extend = jax.random.split(key)
+    log_w = state.log_weights
+    log_total = logsumexp(log_w)
+
+    def from_each(particles):
+        """The reference's step from every particle's carry."""
+        return jax.vmap(lambda p: reference_step(k_extend, target, p, t))(particles)
+
+    def resample(particles):
+        if config.ancestor_sampling == "metropolis":
+            ancestors, slot = resampling.metropolis_ancestor_systematic(
+                k_resample, log_w, state.reference_slot, lambda i: from_each(gather(particles, i))[1])
+        elif config.ancestor_sampling == "exact":
+            ancestors, slot = resampling.ancestor_sampled_systematic(k_resample, log_w, log_w + from_each(particles)[1])
+        else:
+            ancestors, slot = resampling.conditional_systematic(k_resample, log_w, state.reference_slot)
+        return gather(particles, ancestors), ancestors, jnp.zeros(n), jnp.log(n).astype(log_total.dtype), slot
+
+    def first(particles):
+        return particles, jnp.arange(n), log_w, log_total, state.reference_slot
+
+    particles, ancestors, log_w, log_total, slot = jax.lax.cond(t > 0, resample, first, state.particles)
+    ref_trace, _, ref_increment = reference_step(k_extend, target, gather(particles, slot), t)
+    traces, increments = extend(k_extend, target, particles, t)
+    choices, increments = set_slot((traces.choices, increments), slot, (ref_trace.choices, ref_increment))
+    carries = set_slot(next_carries(target, traces), slot, target.space.next_carry(ref_trace.retval))
+    log_w, log_z, failed, ess = weigh(log_w, log_total, increments, state.log_marginal, state.failed, slot)
+    info = StepInfo(ess, jnp.asarray(t > 0), log_z, jnp.zeros(()), ancestors, choices)
+    return dataclasses.replace(state, particles=particles._replace(carry=carries), log_weights=log_w,
+                               log_marginal=log_z, failed=failed, reference_slot=slot), info

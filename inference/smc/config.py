@@ -1,0 +1,83 @@
+"""The settings of a particle filter, typed and compared by value.
+
+`SMCConfig` is an `equinox.Module`: its discrete settings are static fields, so two
+configurations with equal settings have equal tree structures and a compiled program
+that takes one is reused for the other; the proposal and the rejuvenation kernel are
+pytrees (their arrays are traced, their structure is static).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, get_args
+
+import equinox as eqx
+import jax
+
+import ppl
+
+from .. import inputs, resampling
+from ..mcmc.kernels import Kernel
+
+__all__ = ["AncestorSampling", "Record", "SMCConfig", "ancestor_sampling_mode", "record_mode"]
+
+AncestorSampling = Literal["exact", "metropolis", "none"]
+"""How conditional SMC redraws the reference's ancestor: an exact draw from N densities, one
+Metropolis-Hastings step (two densities), or not at all (the reference keeps its own past)."""
+
+Record = Literal["none", "lineage", "choices", "full"]
+"""What a run keeps of each step: nothing; the ancestors and latent choices (enough for lineages);
+also the weights and observed choices; also the carries (enough for backward sampling and final traces)."""
+
+
+class SMCConfig(eqx.Module):
+    """A particle filter's settings (see `smc.run` for their meaning)."""
+
+    n_particles: int = eqx.field(static=True)
+    resampling_scheme: str = eqx.field(static=True, default="systematic")
+    ess_threshold: float = eqx.field(static=True, default=0.5)
+    record: Record = eqx.field(static=True, default="full")
+    ancestor_sampling: AncestorSampling = eqx.field(static=True, default="none")
+    mesh: jax.sharding.Mesh | None = eqx.field(static=True, default=None)
+    proposal: ppl.GenFn | None = None
+    rejuvenation: Kernel | None = None
+
+    def __check_init__(self):
+        if not 0.0 <= self.ess_threshold <= 1.0:
+            raise ValueError(f"ess_threshold is a fraction of N in [0, 1], got {self.ess_threshold!r}")
+        resampling.get(self.resampling_scheme)  # names the valid schemes if unknown
+        if self.record not in get_args(Record):
+            raise ValueError(f"record is one of {get_args(Record)}, got {self.record!r}")
+        if self.ancestor_sampling not in get_args(AncestorSampling):
+            raise ValueError(f"ancestor_sampling is one of {get_args(AncestorSampling)}, got {self.ancestor_sampling!r}")
+        if self.mesh is not None:
+            if len(self.mesh.axis_names) != 1:
+                raise ValueError("smc.run shards particles along a one-axis mesh; build "
+                                 "jax.sharding.Mesh(devices, ('p',))")
+            if self.n_particles % self.mesh.devices.size:
+                raise ValueError(f"n_particles ({self.n_particles}) must be a multiple of the mesh size "
+                                 f"({self.mesh.devices.size})")
+
+    @classmethod
+    def of(cls, n_particles: Any, ess_threshold: Any = 0.5, **settings) -> SMCConfig:
+        """A configuration from a user's arguments: N as a Python int, the threshold as a float."""
+        return cls(inputs.count("n_particles", n_particles), ess_threshold=float(ess_threshold), **settings)
+
+
+def ancestor_sampling_mode(value: bool | str) -> AncestorSampling:
+    """The `ancestor_sampling` argument of `csmc`, `csmc_kernel` and `pgibbs.run` (True, False or "metropolis",
+    or a mode's name) as a mode."""
+    modes = {True: "exact", False: "none"}
+    if isinstance(value, bool):
+        return modes[value]
+    if value in get_args(AncestorSampling):
+        return value
+    raise ValueError(f'ancestor_sampling is True (an exact draw), "metropolis" (one Metropolis-Hastings step) or '
+                     f"False, got {value!r}")
+
+
+def record_mode(return_traces: bool | str) -> Record:
+    """`smc.run`'s `return_traces` (True, False or "history") as what each step keeps."""
+    modes = {True: "full", False: "none", "history": "choices"}
+    if isinstance(return_traces, (bool, str)) and return_traces in modes:
+        return modes[return_traces]
+    raise ValueError(f"return_traces is True, False or 'history', got {return_traces!r}")

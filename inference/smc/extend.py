@@ -1,0 +1,118 @@
+"""The primitives a filter's step is made of: extend the particles by one step, move them, weigh them.
+
+Extension is `step.generate(key, proposal choices ∪ observations_t, carry, *args_t)`, and the
+incremental log weight is that generate weight minus the proposal's score (the bootstrap
+proposal is the step's own prior). The running estimate
+
+    log Ẑ = Σ_t [logsumexp(log w_{t-1} + Δ_t) - logsumexp(log w_{t-1})]
+
+stays unbiased (for Ẑ) with adaptive resampling because resampled weights reset to equal
+(Del Moral, Doucet & Jasra 2012).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import logsumexp
+
+import ppl
+
+from .. import resampling
+from .state import Particles, Target
+
+__all__ = ["extend", "gather", "next_carries", "reference_step", "rejuvenate", "set_slot", "weigh"]
+
+
+def gather(tree: Any, index: jax.Array) -> Any:
+    """The entries `index` along every leaf's leading axis."""
+    return jax.tree.map(lambda x: x[index], tree)
+
+
+def set_slot(tree: Any, slot: jax.Array, value: Any) -> Any:
+    """`tree` with `value` in entry `slot` of the leading axis (a select, which fuses with what computes `tree`)."""
+    def put(x, v):
+        here = (jnp.arange(x.shape[0]) == slot).reshape((-1,) + (1,) * (x.ndim - 1))
+        return jnp.where(here, v, x)
+
+    return jax.tree.map(put, tree, value)
+
+
+def _extend_one(target: Target, key, particle: Particles, observed, t):
+    """One particle, one step: (step trace, incremental log weight)."""
+    step, proposal = target.space.step, target.config.proposal
+    args = target.step_args(particle, t)
+    if proposal is None:
+        return step.generate(key, observed, *args)
+    k_q, k_p = ppl.streams.fold_in(key, 0), ppl.streams.fold_in(key, 1)
+    q = proposal.simulate(k_q, observed, *args)
+    trace, log_w = step.generate(k_p, ppl.choicemap.merge(q.choices, observed), *args)
+    return trace, log_w - q.score
+
+
+def extend(key: jax.Array, target: Target, particles: Particles, t) -> tuple[ppl.Trace, jax.Array]:
+    """Every particle extended by step `t`: (the step's traces, incremental log weights), batched.
+
+    The particles share `key`, each drawing from its own stream of it (`ppl.Streams`)."""
+    observed = target.observed(t)
+    n = target.config.n_particles
+    return jax.vmap(lambda i, p: _extend_one(target, ppl.Streams(key, i), p, observed, t))(jnp.arange(n), particles)
+
+
+def rejuvenate(key: jax.Array, target: Target, traces: ppl.Trace, particles: Particles, t) -> tuple[ppl.Trace, jax.Array]:
+    """The configured MCMC move applied to each particle's step trace: (traces, mean acceptance).
+
+    A move that leaves the step's target invariant keeps the weights proper."""
+    kernel = target.config.rejuvenation
+    if kernel is None:
+        return traces, jnp.zeros(())
+
+    def move(k, trace, particle):
+        moved, info = kernel.step(k, kernel.init(trace), target.space.step, target.step_args(particle, t))
+        return moved, info.accept_prob
+
+    traces, accepted = jax.vmap(move)(jax.random.split(key, target.config.n_particles), traces, particles)
+    return traces, jnp.mean(accepted)
+
+
+def reference_step(key: jax.Array, target: Target, particle: Particles, t) -> tuple[ppl.Trace, jax.Array, jax.Array]:
+    """The reference's step `t` from `particle`'s carry: (its trace, log p(x_t^ref, y_t | carry), its incremental
+    weight as if it had been proposed, p / q). Ancestor sampling weighs the candidates with the second."""
+    step, proposal = target.space.step, target.config.proposal
+    args = target.step_args(particle, t)
+    observed = target.observed(t)
+    ref_t = jax.tree.map(lambda x: x[t], target.reference)
+    trace, log_joint = step.generate(key, ref_t, *args)
+    weighed = log_joint
+    if ppl.choicemap.has_masked(observed):  # a masked-out observation is latent: weighed as the particles weigh it
+        _, weighed = step.generate(key, ppl.choicemap.merge(ppl.choicemap.latents(ref_t, observed), observed), *args)
+    if proposal is None:  # bootstrap: q is the step's prior over its latent choices (project adds factors)
+        return trace, log_joint, weighed - (step.project(trace, ~ppl.sel.of(observed)) - step.project(trace, ppl.sel.none()))
+    log_q, _ = proposal.assess(ppl.choicemap.latents(ref_t, observed), observed, *args)
+    return trace, log_joint, weighed - log_q
+
+
+def next_carries(target: Target, traces: ppl.Trace) -> Any:
+    """The carries the step's traces hand to the next step, batched."""
+    return jax.vmap(lambda trace: target.space.next_carry(trace.retval))(traces)
+
+
+def weigh(log_weights: jax.Array, log_total: jax.Array, increments: jax.Array, log_marginal: jax.Array,
+          failed: jax.Array, reference_slot: jax.Array | None = None):
+    """The weights after a step, the running log Ẑ, the failure flag and the ESS.
+
+    `log_total` is logsumexp(`log_weights`). A step fails when no weight is finite and positive, or some weight
+    is NaN or +inf, or (under conditional SMC) the reference's weight is zero; a failed run stays failed, with
+    all weights zero and log Ẑ = -inf, and no NaN escapes.
+    """
+    new = jnp.where(failed, -jnp.inf, log_weights + increments)
+    total = logsumexp(new)
+    step_failed = ~jnp.isfinite(total)
+    if reference_slot is not None:
+        step_failed = step_failed | ~(new[reference_slot] > -jnp.inf)
+    failed = failed | step_failed
+    log_marginal = jnp.where(failed, -jnp.inf, log_marginal + total - log_total)
+    total = jnp.where(failed, -jnp.inf, total)
+    return jnp.where(failed, -jnp.inf, new), log_marginal, failed, resampling.ess(new, total)

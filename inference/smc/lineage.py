@@ -1,0 +1,87 @@
+"""Trajectories from a filter's per-step record: particles' lineages, and backward simulation.
+
+`backward_sample` draws trajectories from the smoothing distribution through the stored
+filtering distributions (Godsill, Doucet & West 2004).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+import ppl
+
+from .. import resampling
+from .._jit import jit
+from .extend import gather
+from .state import History, Particles
+
+__all__ = ["backward_sample", "backward_trajectory", "final_traces", "lineage", "lineages"]
+
+
+def lineage(history: History, b) -> Any:
+    """The step choices of final particle `b`, traced back through its ancestors: (T, ...)."""
+
+    def back(b, record):
+        ancestors, choices = record
+        return ancestors[b], gather(choices, b)
+
+    _, steps = jax.lax.scan(back, b, (history.ancestors, history.choices), reverse=True)
+    return steps
+
+
+def lineages(history: History) -> Any:
+    """Every final particle's lineage: (N, T, ...)."""
+    return jax.vmap(lambda b: lineage(history, b))(jnp.arange(history.ancestors.shape[1]))
+
+
+def final_traces(key: jax.Array, space: ppl.StateSpace, args: tuple, particles: Particles, history: History):
+    """The final particles as the model's traces, batched: each one's prefix and lineage, regenerated."""
+    full = jax.vmap(space.full_choices)(particles.prefix, lineages(history))
+    n = history.ancestors.shape[1]
+    traces, _ = jax.vmap(lambda k, c: space.model.generate(k, c, *args))(jax.random.split(key, n), full)
+    return traces
+
+
+def backward_trajectory(key: jax.Array, space: ppl.StateSpace, scan_args: tuple, history: History) -> Any:
+    """One trajectory of step choices (T, ...) by backward simulation through `history`, whose prefix (and so
+    `scan_args`) all particles share."""
+    T = history.log_weights.shape[0]
+    keys = jax.random.split(key, T)
+    last = resampling.categorical(keys[-1], history.log_weights[-1], 1)[0]
+    x_last = gather(gather(history.choices, T - 1), last)
+
+    def back(x_next, inputs):
+        t, k = inputs  # choose x_t given x_{t+1}
+        carries = gather(history.carries, t)
+        logits = history.log_weights[t] + jax.vmap(
+            lambda c: space.step.assess(x_next, *space.step_args(scan_args, t + 1, c))[0])(carries)
+        x_t = gather(gather(history.choices, t), resampling.categorical(k, logits, 1)[0])
+        return x_t, x_t
+
+    _, xs = jax.lax.scan(back, x_last, (jnp.arange(T - 1), keys[:-1]), reverse=True)
+    return jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]], axis=0), xs, x_last)
+
+
+def backward_sample(key: jax.Array, model: ppl.GenFn, args: tuple, result, n_samples: int = 1) -> Any:
+    """Trajectories from the smoothing distribution by backward simulation.
+
+    Returns the scan block's step choices, shape (n_samples, T, ...). Uses the stored per-step
+    weighted particles of `result` (an `SMCResult` of `smc.run(..., return_traces=True)` or `smc.csmc`);
+    the prefix (static parameters) must be the same for all particles (as under `csmc`, or a model
+    without prefix choices).
+    """
+    if result.history is None or result.history.carries is None:
+        raise ValueError("backward_sample needs the per-step history with carries: run smc with return_traces=True")
+    return _backward_program(key, model, tuple(args), result.history, result.traces, n_samples)
+
+
+@jit
+def _backward_program(key, model, args, history: History, traces, n_samples):
+    space = ppl.state_space(model, args)
+    first = jax.tree.map(lambda x: x[0], traces)  # the scan's arguments, shared by all particles, from particle 0's
+    scan_args = space.generate_prefix(jax.random.key(0), ppl.choicemap.outside(first.choices, space.path),
+                                      args).scan_args
+    return jax.vmap(lambda k: backward_trajectory(k, space, scan_args, history))(jax.random.split(key, n_samples))

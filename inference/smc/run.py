@@ -1,0 +1,147 @@
+"""`run` and `csmc`: a filter's whole loop as one compiled program, and what it returns."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+import ppl
+
+from .. import inputs
+from .._jit import jit
+from ..mcmc import kernels
+from ..mcmc.kernels import Kernel
+from ..weighted import WeightedParticles
+from .conditional import conditional_init, conditional_step
+from .config import SMCConfig, ancestor_sampling_mode, record_mode
+from .extend import gather
+from .filtering import start, step
+from .lineage import final_traces
+from .loop import iterate
+from .sharding import constrain
+from .state import History, StepInfo
+
+__all__ = ["SMCResult", "csmc", "mh_rejuvenation", "run"]
+
+
+class SMCResult(WeightedParticles):
+    """The outcome of `run`/`csmc`: `traces` are the final particles as the model's traces (None unless
+    `return_traces=True`), `log_weights` their final unnormalised log weights."""
+
+    carries: Any
+    """Final particles' carries (what the scan's last step returned), batched; always kept."""
+    log_marginal: jax.Array
+    info: StepInfo
+    """Each step's ESS, resampling flag, running log Ẑ and rejuvenation acceptance, stacked over time."""
+    history: History | None
+    failed: jax.Array
+    """True when some step gave every particle zero weight."""
+
+    def log_marginal_likelihood(self) -> jax.Array:
+        """log Ẑ (-inf when the run failed)."""
+        return self.log_marginal
+
+
+def mh_rejuvenation(selection: ppl.Selection, n_steps: int = 1) -> Kernel:
+    """`n_steps` Metropolis-Hastings moves on `selection` of a step, proposing from the prior (`regenerate`).
+
+    Any `inference.mcmc.kernels` kernel (MALA, HMC, NUTS, Gibbs, their cycles) works as
+    rejuvenation too; this is the gradient-free default.
+    """
+    return kernels.cycle(*[kernels.mh(selection)] * n_steps)
+
+
+def _result(key, target, state, infos, history: History | None, args) -> SMCResult:
+    config = target.config
+    traces = None
+    if config.record == "full":
+        traces = constrain(config, final_traces(key, target.space, args, state.particles, history))
+    return SMCResult(traces, state.log_weights, state.particles.carry, state.log_marginal, infos,
+                     None if config.record == "none" else history, state.failed)
+
+
+@jit
+def _run_program(key, model, args, observations, config: SMCConfig) -> SMCResult:
+    k_init, k_steps, k_traces = jax.random.split(key, 3)
+    target, state = start(k_init, model, args, observations, config)
+    state, infos, history = iterate(step, k_steps, state, config.record)
+    return _result(k_traces, target, state, infos, history, args)
+
+
+@jit
+def _csmc_program(key, model, args, observations, reference, config: SMCConfig) -> SMCResult:
+    k_init, k_steps, k_traces = jax.random.split(key, 3)
+    state = conditional_init(k_init, model, args, observations, reference, config)
+    target = state.target
+    state, infos, history = iterate(conditional_step, k_steps, state, config.record)
+    # the reference's particle moves to slot 0 (the final particles' order is free: nothing follows)
+    slot = state.reference_slot
+    order = jnp.arange(config.n_particles).at[0].set(slot).at[slot].set(0)
+    history = jax.tree.map(lambda x: x.at[-1].set(x[-1][order]), history)
+    state = dataclasses.replace(state, particles=gather(state.particles, order), log_weights=state.log_weights[order])
+    return _result(k_traces, target, state, infos, history, args)
+
+
+def run(
+    key: jax.Array,
+    model: ppl.GenFn,
+    args: tuple,
+    observations: dict,
+    n_particles: int,
+    proposal: ppl.GenFn | None = None,
+    resampling_scheme: str = "systematic",
+    ess_threshold: float = 0.5,
+    rejuvenation: Kernel | None = None,
+    return_traces: bool | str = True,
+    mesh: jax.sharding.Mesh | None = None,
+) -> SMCResult:
+    """Sequential Monte Carlo over the steps of `model`'s `ppl.scan` (`smc.init` and `smc.step`, looped).
+
+    Args:
+        key: a PRNG key.
+        model: a `@ppl.gen` model that calls one `ppl.scan` at its top level.
+        args: the model's arguments.
+        observations: a choice map; the scan's block holds arrays with time first.
+        n_particles: N.
+        proposal: a generative function over a step's latent choices, called as
+            `proposal(observations_t, carry, *args_t)`; None for the bootstrap (the step's prior).
+        resampling_scheme: "systematic", "stratified", "multinomial" or "residual".
+        ess_threshold: resample before a step when ESS/N is below this; 1.0 always, 0.0 never.
+        rejuvenation: an `inference.mcmc.kernels` kernel applied to each step's trace after extension
+            (e.g. `mh_rejuvenation(ppl.sel("x"))` or `kernels.mala(ppl.sel("x"), 0.1)`).
+        return_traces: keep the per-step history and return the final particles as traces
+            (False keeps only log Ẑ, weights, step info and final carries: a filter that stores nothing
+            per step; "history" also keeps each step's choices, ancestors and weights, but no carries
+            and no traces, which is what lineages and budget counts need when carries are large).
+        mesh: a one-axis `jax.sharding.Mesh` to shard the particles across devices.
+    """
+    config = SMCConfig.of(n_particles, ess_threshold, resampling_scheme=resampling_scheme,
+                          record=record_mode(return_traces), mesh=mesh, proposal=proposal, rejuvenation=rejuvenation)
+    return _run_program(key, model, inputs.model_args(args), inputs.observations(observations), config)
+
+
+def csmc(
+    key: jax.Array,
+    model: ppl.GenFn,
+    args: tuple,
+    observations: dict,
+    reference: dict,
+    n_particles: int,
+    ancestor_sampling: bool | str = True,
+    proposal: ppl.GenFn | None = None,
+) -> SMCResult:
+    """Conditional SMC: `reference` (a full choice map of the model) is kept as one of the particles.
+
+    Every particle shares the reference's choices before the scan (static parameters are
+    conditioned on, as in particle Gibbs); resampling is conditional systematic at every step
+    (see `smc.conditional_step`). `ancestor_sampling` is True (an exact draw from N densities per
+    step), "metropolis" (one Metropolis-Hastings step, two densities) or False (the reference keeps
+    its own past). The final traces' slot 0 is the reference (up to ancestor sampling rewriting its past).
+    """
+    config = SMCConfig.of(n_particles, 1.0, ancestor_sampling=ancestor_sampling_mode(ancestor_sampling),
+                          proposal=proposal)
+    return _csmc_program(key, model, inputs.model_args(args), inputs.observations(observations),
+                         ppl.choicemap.normalize(reference), config)
