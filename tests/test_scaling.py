@@ -191,6 +191,33 @@ def test_answer_selection_rules():
         scaling.select_answer(answers, log_w, "best")
 
 
+class _StepOnlyLM:
+    """Enough of a language model for `Reasoner` to build its step: the methods below are stand-ins."""
+
+    def step_fn(self, **settings):
+        return settings
+
+
+def test_the_budget_plan_is_the_in_jax_engines_sizes(monkeypatch):
+    """`budget.plan`'s documented numbers, and `Reasoner` running each method at them (the host engine's side
+    is in tests/test_scaling_remote.py)."""
+    plan, Plan = scaling.budget.plan, scaling.budget.Plan
+    assert plan("pgibbs", 8) == Plan(n_particles=4, n_sweeps=2, beam_width=4)
+    assert plan("pgibbs", 3) == Plan(3, 1, 3) and plan("pgibbs", 9) == Plan(4, 2, 4)
+    assert plan("beam", 16) == Plan(16, 1, 4) and plan("beam", 8) == Plan(8, 1, 8)
+    assert plan("pf", 8) == plan("is", 8) == Plan(8, 1, 8)
+    with pytest.raises(ValueError, match="budget must be a positive int"):
+        plan("pf", 0)
+    calls = {}
+    for name in ("particle_filter", "importance_sampling", "particle_gibbs", "beam_search"):
+        monkeypatch.setattr(methods, name, lambda *args, name=name, **settings: calls.setdefault(name, args[4:]))
+    reasoner = scaling.Reasoner(_StepOnlyLM(), reward=emission, n_steps=T)
+    for kind, budget in (("pf", 8), ("is", 8), ("pgibbs", 8), ("beam", 16)):
+        reasoner._run(jax.random.key(0), kind, budget, start())
+    assert calls == {"particle_filter": (8, T), "importance_sampling": (8, T), "particle_gibbs": (4, 2, T),
+                     "beam_search": (16, T, 4)}
+
+
 @pytest.fixture(scope="module")
 def reasoner():
     return scaling.Reasoner(ppl.lm.load(), n_steps=3, step_tokens=24)

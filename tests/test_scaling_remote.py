@@ -1,18 +1,91 @@
 """The scaling methods over a real OpenAI-compatible server (llama.cpp's, on the embedded GGUF): one batch of
-requests per step, the verifier's weights on the steps' texts, and the budget account."""
+requests per step, the verifier's weights on the steps' texts, and the budget account; and, over a scripted
+engine, the host's conditional SMC and budget policy against the device engine's."""
 
+import jax
 import numpy as np
 import pytest
 
 import ppl
-from inference import scaling
-from inference.scaling.remote import RemoteReasoner
+from inference import resampling, scaling
+from inference.scaling.remote import RemoteReasoner, _Run
 
 
 @pytest.fixture(scope="module")
-def remote(llama_server):
-    tokenizer = ppl.lm.load().tokenizer
+def tokenizer():
+    return ppl.lm.load().tokenizer
+
+
+@pytest.fixture(scope="module")
+def remote(llama_server, tokenizer):
     return RemoteReasoner(ppl.lm.HTTPEngine(llama_server, timeout=120), tokenizer, n_steps=3, step_tokens=24)
+
+
+class ScriptedEngine:
+    """A stand-in for `HTTPEngine`: every completion is a numbered step stopped at its newline; the size of each
+    batch of requests is recorded."""
+
+    def __init__(self):
+        self.batches, self.count = [], 0
+
+    def complete(self, prompts, max_tokens=64, temperature=1.0, stop=None, top_p=1.0, seed=None):
+        self.batches.append(len(prompts))
+        out = []
+        for _ in prompts:
+            self.count += 1
+            out.append(ppl.lm.Completion(f"step {self.count}", ["step", f" {self.count}"], [-1.0, -1.0], "stop"))
+        return out
+
+
+def scripted_reward(text_so_far, step, complete):
+    """The reference's steps ("ref ...") score 0, the engine's steps 0, -1 or -2 by their number: unequal
+    weights, so that the reference's slot moves."""
+    return 0.0 if step.startswith("ref") else -float(int(step.split()[1]) % 3)
+
+
+def test_host_csmc_keeps_the_reference_in_the_slot_conditional_systematic_draws(tokenizer, monkeypatch):
+    """Each step resamples by `resampling.conditional_systematic` given the reference's last slot, and the
+    reference's next step goes to the slot it returns, as in `smc.csmc`; the other slots come from the engine."""
+    draws, conditional_systematic = [], resampling.conditional_systematic
+
+    def recorded(key, log_weights, ancestor):
+        ancestors, slot = conditional_systematic(key, log_weights, ancestor)
+        draws.append((int(ancestor), np.asarray(ancestors), int(slot)))
+        return ancestors, slot
+
+    monkeypatch.setattr(resampling, "conditional_systematic", recorded)
+    engine = ScriptedEngine()
+    reasoner = RemoteReasoner(engine, tokenizer, reward=scripted_reward, n_steps=6)
+    reference = [f"ref {t}\n" for t in range(6)]
+    moved = False
+    for seed in range(4):
+        draws.clear()
+        particles, slot = reasoner._csmc(_Run("prompt", 0), jax.random.key(seed), 4, reference, [True] * 6)
+        assert len(draws) == 5  # every step after the first
+        assert [ancestor for ancestor, _, _ in draws] == [0] + [s for _, _, s in draws[:-1]]
+        assert all(ancestors[s] == ancestor for ancestor, ancestors, s in draws)
+        assert slot == draws[-1][2] and particles.steps[slot] == reference and particles.log_w[slot] == 0.0
+        assert all(steps[-1].startswith("step") for i, steps in enumerate(particles.steps) if i != slot)
+        moved |= any(s != 0 for _, _, s in draws)
+    assert moved, "the reference never left slot 0: the weights did not test the slot's draw"
+    assert engine.batches == [3] * 6 * 4  # the 3 particles besides the reference, every step
+
+
+@pytest.mark.parametrize("method, budget, batches, candidates", [
+    ("pgibbs", 8, [1, 1] + [3, 3] * 2, 2),  # a first trajectory, then 2 sweeps of 4 particles (one the reference)
+    ("beam", 16, [16, 16], 4),  # 4 beams of 4 children
+    ("beam", 8, [8, 8], 8),  # not a square: 8 beams of 1
+    ("pf", 3, [3, 3], 3),
+])
+def test_the_host_engine_runs_at_the_budget_plans_sizes(tokenizer, method, budget, batches, candidates):
+    """`RemoteReasoner` spends a budget as `budget.plan` says, the plan `Reasoner` follows too."""
+    sizes = scaling.budget.plan(method, budget)
+    assert candidates == (sizes.n_sweeps if method == "pgibbs" else sizes.beam_width)
+    engine = ScriptedEngine()
+    solution = RemoteReasoner(engine, tokenizer, reward=scripted_reward, n_steps=2).solve(0, "Q?", method, budget)
+    assert engine.batches == batches and len(solution.texts) == candidates
+    with pytest.raises(ValueError, match="budget must be a positive int"):
+        RemoteReasoner(engine, tokenizer, reward=scripted_reward).solve(0, "Q?", method, 0)
 
 
 def test_importance_weights_are_the_verifier_penalties(remote):

@@ -6,15 +6,17 @@
 For models too large for the compiled program: each step is one batch of concurrent
 `/v1/completions` requests (one per live particle, stopping at a newline), scored by a reward
 on the step's text, then weighted, resampled (`inference.resampling`) or pruned exactly as the
-in-JAX methods do, on the host. The reward is the arithmetic verifier by default, or any
-Python callable `reward(text_so_far, step, complete) -> log r`, or a process reward model behind
-its own endpoint (`HTTPRewardModel`, below). The tokenizer renders the chat template and feeds the verifier, so it
-should be the served model's.
+in-JAX methods do, on the host, at the sizes the same budget policy gives (`budget.plan`). The
+reward is the arithmetic verifier by default, or any Python callable `reward(text_so_far, step,
+complete) -> log r`, or a process reward model behind its own endpoint (`HTTPRewardModel`, below).
+The tokenizer renders the chat template and feeds the verifier, so it should be the served model's.
 
-Particle Gibbs runs as conditional SMC with the bootstrap proposal, where the reference's
-weight is its reward alone; ancestor sampling is not offered here, since it must score the
-reference's next step under every particle's prefix (teacher forcing), which the completions
-API does not offer in general.
+Particle Gibbs is `methods.particle_gibbs` without ancestor sampling: a first trajectory, then
+conditional SMC sweeps with the bootstrap proposal (the reference's weight is its reward alone),
+resampled at every step by `resampling.conditional_systematic` as `smc.csmc` resamples, each sweep
+drawing the next reference by final weight. Ancestor sampling is not offered here, since it must
+score the reference's next step under every particle's prefix (teacher forcing), which the
+completions API does not offer in general.
 
 A process reward model behind its own endpoint (`HTTPRewardModel`, e.g. `python -m
 inference.scaling.serve_prm`) scores prefixes rather than steps: it enters as a twist (the weight of a
@@ -28,7 +30,6 @@ that calls both "stop", a finished particle keeps taking (empty) steps until the
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Callable
 
@@ -38,6 +39,7 @@ import numpy as np
 from inference import resampling
 from ppl.lm import EngineError, HTTPEngine, Tokenizer, post_json
 
+from .budget import Plan, plan
 from .data import extract_answer
 from .solve import METHODS, RULE_OF, Solution, chat, normalized, select_answer
 from .verifier import ArithmeticVerifier
@@ -115,25 +117,23 @@ class RemoteReasoner:
         """Answer `question` with `method` at `budget`, one batch of requests per step."""
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        if not isinstance(budget, int) or budget < 1:
-            raise ValueError(f"budget must be a positive int, got {budget!r}")
+        sizes = plan(method, budget)
         start = time.perf_counter()
         run = _Run(self.tokenizer.apply_chat_template(chat(question)), seed)
         key = jax.random.key(seed)
         if method == "pgibbs":
-            n = min(budget, 4)
-            texts = self._particle_gibbs(run, key, n, max(1, budget // n))
+            texts = self._particle_gibbs(run, key, sizes)
             log_w = np.zeros(len(texts))
         else:
-            texts, log_w = self._filter(run, key, method, budget)
+            texts, log_w = self._filter(run, key, method, sizes)
         answers = [extract_answer(text) for text in texts]
         answer = select_answer(answers, log_w, RULE_OF[method], np.random.default_rng(seed))
         return Solution(answer, answers, normalized(log_w), texts, run.tokens, run.calls, time.perf_counter() - start,
                         log_w)
 
-    def _filter(self, run: _Run, key, method: str, n: int) -> tuple[list[str], np.ndarray]:
+    def _filter(self, run: _Run, key, method: str, sizes: Plan) -> tuple[list[str], np.ndarray]:
         """Particle filtering, importance sampling or beam search; the candidates and their log weights."""
-        width = math.isqrt(n) if method == "beam" and math.isqrt(n) ** 2 == n else n
+        n, width = sizes.n_particles, sizes.beam_width
         p = _Particles(n)
         for t in range(self.n_steps):
             key, k_res = jax.random.split(key)
@@ -148,33 +148,43 @@ class RemoteReasoner:
             p.take(np.arange(0, n, n // width))
         return p.texts(), p.log_w
 
-    def _particle_gibbs(self, run: _Run, key, n: int, sweeps: int) -> list[str]:
-        """Conditional SMC sweeps (bootstrap, multinomial, no ancestor sampling) from one first trajectory;
+    def _particle_gibbs(self, run: _Run, key, sizes: Plan) -> list[str]:
+        """A first trajectory, then `sizes.n_sweeps` conditional SMC sweeps, each from the last sweep's draw;
         each sweep's drawn trajectory is a candidate."""
         first = _Particles(1)
-        for t in range(self.n_steps):
+        for _ in range(self.n_steps):
             if not self._extend(run, first, np.flatnonzero(~first.done)):
                 break
-        reference, complete, samples = first.steps[0], first.complete[0], []
-        for _ in range(sweeps):
-            p = _Particles(n)
-            for t in range(self.n_steps):
-                key, k_res = jax.random.split(key)
-                if t > 0:  # slot 0 follows the reference; the others are drawn i.i.d. by weight
-                    p.take(np.concatenate([[0], np.asarray(resampling.categorical(k_res, p.log_w, n - 1))]))
-                    p.log_w = np.zeros(n)
-                if t < len(reference):  # the reference's step, weighted as if it had just been drawn
-                    self._weigh(run, p, [0], [reference[t]], [complete[t]])
-                    p.steps[0].append(reference[t])
-                    p.complete[0].append(complete[t])
-                p.done[0] = t + 1 >= len(reference)
-                if not self._extend(run, p, np.flatnonzero(~p.done[1:]) + 1) and t + 1 >= len(reference):
-                    break
-            key, k_pick = jax.random.split(key)
-            b = int(resampling.categorical(k_pick, p.log_w, 1)[0])
-            reference, complete = p.steps[b], p.complete[b]
-            samples.append("".join(reference))
+        steps, complete, samples = first.steps[0], first.complete[0], []
+        for k_sweep in jax.random.split(key, sizes.n_sweeps):
+            k_run, k_pick = jax.random.split(k_sweep)
+            p, _ = self._csmc(run, k_run, sizes.n_particles, steps, complete)
+            b = int(resampling.categorical(k_pick, p.log_w, 1)[0])  # the lineage of one particle by final weight
+            steps, complete = p.steps[b], p.complete[b]
+            samples.append("".join(steps))
         return samples
+
+    def _csmc(self, run: _Run, key, n: int, steps: list[str], complete: list[bool]) -> tuple[_Particles, int]:
+        """One conditional SMC sweep of `n` particles given a reference trajectory (its `steps`, and whether each
+        ended whole): the final particles and the reference's slot among them. After the first step every
+        step resamples as `smc.csmc` does without ancestor sampling: conditional systematic, given that the
+        reference's ancestor is its own last slot, which draws the slot the reference's step then takes."""
+        p = _Particles(n)
+        slot = 0  # the first particles are i.i.d.: the reference may start anywhere
+        for t, k_res in enumerate(jax.random.split(key, self.n_steps)):
+            if t > 0:
+                ancestors, new_slot = resampling.conditional_systematic(k_res, p.log_w, slot)
+                p.take(np.asarray(ancestors))
+                p.log_w, slot = np.zeros(n), int(new_slot)
+            if t < len(steps):  # the reference's step, weighted as if it had just been drawn
+                self._weigh(run, p, [slot], [steps[t]], [complete[t]])
+                p.steps[slot].append(steps[t])
+                p.complete[slot].append(complete[t])
+            p.done[slot] = t + 1 >= len(steps)
+            others = np.flatnonzero(~p.done & (np.arange(n) != slot))
+            if not self._extend(run, p, others) and p.done[slot]:
+                break
+        return p, slot
 
     def _extend(self, run: _Run, p: _Particles, live: np.ndarray) -> bool:
         """One step for the particles `live`: one batch of requests, then their rewards. False if none is live."""

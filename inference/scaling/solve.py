@@ -4,19 +4,19 @@
     result = reasoner.solve(jax.random.key(0), problem.question, method="pf", budget=4)
     result.answer, result.texts, result.tokens_generated
 
-Methods, each with the budget N (the number of trajectories sampled side by side):
+Methods, each with the budget N (the number of trajectories sampled side by side; how many particles,
+sweeps and beams N buys each method is `budget.plan`, which `RemoteReasoner` follows too):
 
-    pf        particle filtering, N particles, resampling at every step; answer by weighted vote
-    pgibbs    particle Gibbs, min(N, 4) particles, N / min(N, 4) sweeps; answer by majority over the sweeps
+    pf        particle filtering, resampling at every step; answer by weighted vote
+    pgibbs    particle Gibbs: conditional SMC sweeps from a first trajectory; answer by majority over the sweeps
     bon       best-of-N: N independent trajectories, the one with the highest reward
     majority  self-consistency: N independent trajectories, the most frequent answer
     weighted  N independent trajectories, answers voted with their normalised reward weights
-    beam      step-level beam search with sqrt(N) beams of sqrt(N) children (N a square; else N beams of 1)
+    beam      step-level beam search: the best prefixes kept at each step, each with equally many children
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections import defaultdict
 from typing import Any, Callable, NamedTuple
@@ -28,6 +28,7 @@ import numpy as np
 from ppl.lm import LanguageModel
 
 from . import methods
+from .budget import plan
 from .data import extract_answer
 from .potentials import LMJudge, ProcessVerifier
 from .prm import ProcessRewardModel
@@ -193,12 +194,12 @@ class Reasoner:
     def _run(self, key, kind: str, budget: int, state0) -> methods.Candidates:
         common = (key, self.step, self.potential, state0)
         tilt = dict(temperature=self.reward_temperature, reward=self.reward_mode)
+        sizes = plan(kind, budget)
         if kind == "pf":
-            return methods.particle_filter(*common, budget, self.n_steps, **tilt)
+            return methods.particle_filter(*common, sizes.n_particles, self.n_steps, **tilt)
         if kind == "pgibbs":
-            n = min(budget, 4)
-            return methods.particle_gibbs(*common, n, max(1, budget // n), self.n_steps, **tilt)
+            return methods.particle_gibbs(*common, sizes.n_particles, sizes.n_sweeps, self.n_steps, **tilt)
         if kind == "beam":
-            width = math.isqrt(budget) if math.isqrt(budget) ** 2 == budget else budget
-            return methods.beam_search(*common, budget, self.n_steps, width, reward=self.reward_mode)
-        return methods.importance_sampling(*common, budget, self.n_steps, **tilt)
+            return methods.beam_search(*common, sizes.n_particles, self.n_steps, sizes.beam_width,
+                                       reward=self.reward_mode)
+        return methods.importance_sampling(*common, sizes.n_particles, self.n_steps, **tilt)
