@@ -5,9 +5,10 @@ prior to the posterior through γ_β(x) = p(x) L(x)^β, 0 = β_0 < ... < β_K = 
 where L(x) is the likelihood of the observations (with all factors). Each
 stage picks β_{k+1} by bisection so that the ESS of the incremental weights
 (β_{k+1} - β_k) log L(x) is `target_ess`·N (Jasra et al. 2011), resamples, and
-rejuvenates with Metropolis-Hastings moves that leave γ_{β_{k+1}} invariant:
-a `regenerate` proposal whose weight is the full-posterior MH ratio, corrected by
--(1 - β)(log L(x') - log L(x)). Then log Ẑ = Σ_k log mean_i exp((β_{k+1} - β_k) log L(x_i)).
+rejuvenates with `inference.mcmc.kernels` moves (Metropolis-Hastings proposing
+from the prior) on `ppl.Tempered(model, β_{k+1}, observed)`, the generative function
+whose density is γ_{β_{k+1}}, so that they leave it invariant.
+Then log Ẑ = Σ_k log mean_i exp((β_{k+1} - β_k) log L(x_i)).
 
 A sequence of targets (`anneal`) is the same model under a sequence of argument
 values, args_0, ..., args_K (stacked along a leading axis): for data annealing,
@@ -28,6 +29,8 @@ from jax.scipy.special import logsumexp
 import ppl
 
 from . import inputs, resampling
+from .mcmc import kernels
+from .mcmc.kernels import Kernel
 
 __all__ = ["TemperingResult", "anneal", "temper"]
 
@@ -41,7 +44,7 @@ class TemperingResult(eqx.Module):
     """The temperatures (tempering) or stage indices reached, padded with the last value."""
     n_stages: jax.Array
     acceptance: jax.Array
-    """Mean MH acceptance at each stage."""
+    """The fraction of MCMC steps accepted at each stage (`Info.accepted`, over particles and steps)."""
     failed: jax.Array
 
     def log_marginal_likelihood(self) -> jax.Array:
@@ -69,20 +72,16 @@ def _next_beta(beta, log_lik, target_ess, n_bisect: int = 40):
     return jnp.where(ess_at(1.0) >= target_ess, 1.0, jnp.maximum(lo, beta + 1e-6))
 
 
-def _mh_moves(key, model, traces, args, selection, n_steps, log_lik_of, beta):
-    """MH with prior proposals on `selection`, targeting p(x) L(x)^β: vmapped over particles."""
+def _moves(key, kernel: Kernel, gen_fn: ppl.GenFn, traces, args, n_steps):
+    """`n_steps` of `kernel` on every particle (vmapped) under `gen_fn`, and the fraction of steps accepted."""
 
-    def chain(key, tr):
-        def one(carry, key):
-            tr, n_acc = carry
-            k_prop, k_acc = jax.random.split(key)
-            new, w = model.regenerate(k_prop, tr, selection, *args)
-            log_alpha = w - (1.0 - beta) * (log_lik_of(new) - log_lik_of(tr))
-            accept = jnp.log(jax.random.uniform(k_acc)) < log_alpha
-            return (jax.tree.map(lambda a, b: jnp.where(accept, a, b), new, tr), n_acc + accept), None
+    def chain(key, trace):
+        def one(trace, key):
+            trace, info = kernel.step(key, trace, gen_fn, args)
+            return trace, info.accepted
 
-        (tr, n_acc), _ = jax.lax.scan(one, (tr, jnp.zeros((), jnp.int32)), jax.random.split(key, n_steps))
-        return tr, n_acc / n_steps
+        trace, accepted = jax.lax.scan(one, kernel.init(trace), jax.random.split(key, n_steps))
+        return trace, jnp.mean(accepted)
 
     keys = jax.random.split(key, jax.tree.leaves(traces)[0].shape[0])
     traces, acc = jax.vmap(chain)(keys, traces)
@@ -90,10 +89,8 @@ def _mh_moves(key, model, traces, args, selection, n_steps, log_lik_of, beta):
 
 
 @eqx.filter_jit
-def _temper(key, model, args, observations, n, target_ess, n_mcmc, max_stages, scheme, selection):
+def _temper(key, model, args, observations, n, target_ess, n_mcmc, max_stages, scheme, kernel):
     obs_selection = ppl.sel.of(observations)
-    if selection is None:
-        selection = ~obs_selection
 
     def log_lik_of(tr):
         return model.project(tr, obs_selection)
@@ -111,8 +108,8 @@ def _temper(key, model, args, observations, n, target_ess, n_mcmc, max_stages, s
         failed = failed | ~jnp.isfinite(step_z)
         log_z = jnp.where(done, log_z, log_z + step_z)
         ancestors = resampling.get(scheme)(k_res, inc, n)
-        moved, acc = _mh_moves(k_mcmc, model, jax.tree.map(lambda x: x[ancestors], traces), args, selection,
-                               n_mcmc, log_lik_of, new_beta)
+        moved, acc = _moves(k_mcmc, kernel, ppl.Tempered(model, new_beta, obs_selection),
+                            jax.tree.map(lambda x: x[ancestors], traces), args, n_mcmc)
         traces = jax.tree.map(lambda a, b: jnp.where(done, a, b), traces, moved)
         log_lik = jax.vmap(log_lik_of)(traces)
         return (traces, log_lik, new_beta, log_z, failed), (new_beta, jnp.where(done, 0.0, acc))
@@ -146,14 +143,18 @@ def temper(
         raise ValueError(f"target_ess is a fraction of N in (0, 1), got {target_ess!r}")
     resampling.get(resampling_scheme)
     n_particles, n_mcmc = inputs.count("n_particles", n_particles), inputs.count("n_mcmc", n_mcmc, 0)
-    return _temper(key, model, inputs.model_args(args), inputs.observations(observations), n_particles,
-                   float(target_ess), n_mcmc, inputs.count("max_stages", max_stages), resampling_scheme, selection)
+    observations = inputs.observations(observations)
+    return _temper(key, model, inputs.model_args(args), observations, n_particles, float(target_ess), n_mcmc,
+                   inputs.count("max_stages", max_stages), resampling_scheme, _prior_mh(observations, selection))
+
+
+def _prior_mh(observations, selection: ppl.Selection | None) -> Kernel:
+    """MH proposing `selection` (by default every unobserved choice) from the prior."""
+    return kernels.mh(~ppl.sel.of(observations) if selection is None else selection)
 
 
 @eqx.filter_jit
-def _anneal(key, model, args_sequence, observations, n, n_mcmc, scheme, selection):
-    if selection is None:
-        selection = ~ppl.sel.of(observations)
+def _anneal(key, model, args_sequence, observations, n, n_mcmc, scheme, kernel):
     n_targets = jax.tree.leaves(args_sequence)[0].shape[0]
     args_at = lambda k: jax.tree.map(lambda x: x[k], args_sequence)
     k_init, k_stages = jax.random.split(key)
@@ -170,8 +171,7 @@ def _anneal(key, model, args_sequence, observations, n, n_mcmc, scheme, selectio
         step_z = logsumexp(inc) - jnp.log(n)
         failed = failed | ~jnp.isfinite(step_z)
         log_z = log_z + step_z
-        no_tempering = lambda tr: jnp.zeros(())
-        traces, acc = _mh_moves(k_mcmc, model, traces, args_at(k), selection, n_mcmc, no_tempering, 1.0)
+        traces, acc = _moves(k_mcmc, kernel, model, traces, args_at(k), n_mcmc)
         return (traces, inc, log_z, failed), acc
 
     init = (traces, log_w, log_z0, ~jnp.isfinite(log_z0))
@@ -201,5 +201,6 @@ def anneal(
         raise ValueError("args_sequence must hold arrays with one shared leading axis: the stage index")
     resampling.get(resampling_scheme)
     n_particles, n_mcmc = inputs.count("n_particles", n_particles), inputs.count("n_mcmc", n_mcmc, 0)
-    return _anneal(key, model, inputs.model_args(args_sequence), inputs.observations(observations), n_particles,
-                   n_mcmc, resampling_scheme, selection)
+    observations = inputs.observations(observations)
+    return _anneal(key, model, inputs.model_args(args_sequence), observations, n_particles, n_mcmc, resampling_scheme,
+                   _prior_mh(observations, selection))

@@ -21,6 +21,7 @@ from .gen import GenTrace, StaticGenFn, gen
 from .selection import Selection, sel
 from .sequential import StateSpace, state_space
 from .streams import Streams
+from .tempered import Tempered
 
 __all__ = [
     "Call",
@@ -34,6 +35,7 @@ __all__ = [
     "StateSpace",
     "StaticGenFn",
     "Streams",
+    "Tempered",
     "Trace",
     "Unconstrained",
     "address_path",

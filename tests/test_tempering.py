@@ -5,9 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.scipy.stats import multivariate_normal
+from scipy import stats
 
 import ppl
 from inference import tempering
+from inference.mcmc import kernels
 from ppl import dist
 
 YS = jnp.array([0.8, 1.9, 1.2, 0.3, 1.5, 2.2, 0.9, 1.1, 3.0, 2.5])
@@ -87,3 +89,30 @@ def test_importance_with_the_exact_posterior_as_proposal_is_exact():
     w = np.asarray(prior_only.normalized_weights())
     mean = float(np.sum(w * np.asarray(prior_only.choices["mu"])))
     assert abs(mean - POST_MEAN) < 4 * np.sqrt(POST_VAR / float(prior_only.ess()))
+
+
+BETA = 0.3
+TEMPERED_VAR = 1.0 / (1.0 / PRIOR_VAR + BETA * N_DATA / NOISE_VAR)  # p(mu) L(mu)^β is Gaussian too
+TEMPERED_MEAN = TEMPERED_VAR * BETA * float(YS.sum()) / NOISE_VAR
+
+
+@pytest.mark.parametrize("kernel", [kernels.mh(ppl.sel("mu")), kernels.hmc(ppl.sel("mu"), 0.05, 5)],
+                         ids=["mh", "hmc"])
+def test_kernels_on_the_tempered_model_leave_the_tempered_posterior_invariant(kernel):
+    """Exact draws from p(mu) L(mu)^β keep their law under a kernel's steps on `Tempered(model, β, ...)`;
+    the same steps on the untempered model move them towards the posterior (the check's power)."""
+    n, n_steps = 4000, 10
+    k_draw, k_gen, k_run = jax.random.split(jax.random.key(4), 3)
+    mu = TEMPERED_MEAN + np.sqrt(TEMPERED_VAR) * jax.random.normal(k_draw, (n,))
+    traces = jax.vmap(lambda k, m: model.generate(k, {"mu": m, **OBS}, ALL)[0])(jax.random.split(k_gen, n), mu)
+
+    def moved(gen_fn):
+        def chain(key, trace):
+            step = lambda tr, k: (kernel.step(k, tr, gen_fn, (ALL,))[0], None)
+            return jax.lax.scan(step, trace, jax.random.split(key, n_steps))[0]
+
+        return np.asarray(jax.jit(jax.vmap(chain))(jax.random.split(k_run, n), traces)["mu"], np.float64)
+
+    exact = stats.norm(TEMPERED_MEAN, np.sqrt(TEMPERED_VAR)).cdf
+    assert stats.kstest(moved(ppl.Tempered(model, jnp.asarray(BETA), ppl.sel.of(OBS))), exact).pvalue > 1e-3
+    assert stats.kstest(moved(model), exact).pvalue < 1e-6

@@ -7,7 +7,13 @@
 A kernel's state is the trace it moves; `step` leaves the model's posterior
 (the trace's observations held fixed) invariant. The model and its arguments
 are given at each step, so one kernel serves every particle and time step of
-SMC rejuvenation and particle Gibbs. Kernels:
+SMC rejuvenation and particle Gibbs.
+
+Each kernel's `init` and `step` are equinox modules, not closures: a kernel
+built again with equal settings is equal to the first (selections compare by
+value, settings that shape the program are static fields, numbers are leaves:
+static when Python numbers, traced when arrays), so a compiled program that
+takes it is reused. Kernels:
 
 - `mh`: Metropolis-Hastings proposing the selection from the prior (`regenerate`).
 - `mh_proposal`: MH with a custom proposal, itself a generative function;
@@ -75,13 +81,18 @@ def _accept(key, log_alpha, new, old):
 
 def mh(selection: ppl.Selection) -> Kernel:
     """MH proposing `selection` afresh from the prior (the weight of `regenerate`)."""
+    return Kernel(identity, _MH(selection))
 
-    def step(key, trace, gen_fn, args):
+
+class _MH(eqx.Module):
+    """`mh`'s step."""
+
+    selection: ppl.Selection = eqx.field(static=True)
+
+    def __call__(self, key, trace, gen_fn, args):
         k_prop, k_acc = jax.random.split(key)
-        new, log_alpha = gen_fn.regenerate(k_prop, trace, selection, *args)
+        new, log_alpha = gen_fn.regenerate(k_prop, trace, self.selection, *args)
         return _accept(k_acc, log_alpha, new, trace)
-
-    return Kernel(identity, step)
 
 
 def mh_proposal(proposal: ppl.GenFn) -> Kernel:
@@ -93,15 +104,20 @@ def mh_proposal(proposal: ppl.GenFn) -> Kernel:
     from the new trace, so the proposal must be able to propose them (same
     addresses whatever the current state).
     """
+    return Kernel(identity, _MHProposal(proposal))
 
-    def step(key, trace, gen_fn, args):
+
+class _MHProposal(eqx.Module):
+    """`mh_proposal`'s step."""
+
+    proposal: ppl.GenFn
+
+    def __call__(self, key, trace, gen_fn, args):
         k_prop, k_upd, k_acc = jax.random.split(key, 3)
-        forward = proposal.simulate(k_prop, trace.choices, *args)
+        forward = self.proposal.simulate(k_prop, trace.choices, *args)
         new, log_w, discard = gen_fn.update(k_upd, trace, forward.choices, *args)
-        log_q_back, _ = proposal.assess(discard, new.choices, *args)
+        log_q_back, _ = self.proposal.assess(discard, new.choices, *args)
         return _accept(k_acc, log_w + log_q_back - forward.score, new, trace)
-
-    return Kernel(identity, step)
 
 
 def gibbs(address, values) -> Kernel:
@@ -112,30 +128,35 @@ def gibbs(address, values) -> Kernel:
     jointly, so keep such blocks small). The conditional is computed by `update` of the
     trace at every candidate, so it is exact and costs one model evaluation per row.
     """
-    path = ppl.core.address_path(address)
-    values = jnp.asarray(values)
+    path = ppl.address_path(address)
+    return Kernel(identity, _Gibbs(path, jnp.asarray(values)))
 
-    def constraint(v):
+
+class _Gibbs(eqx.Module):
+    """`gibbs`'s step."""
+
+    path: tuple = eqx.field(static=True)
+    values: jax.Array
+
+    def _constraint(self, v):
         node = v
-        for k in reversed(path):
+        for k in reversed(self.path):
             node = {k: node}
         return node
 
-    def step(key, trace, gen_fn, args):
+    def __call__(self, key, trace, gen_fn, args):
         k_upd, k_draw = jax.random.split(key)
-        current = trace[path]
-        if values.shape[1:] != jnp.shape(current):
+        current = trace[self.path]
+        if self.values.shape[1:] != jnp.shape(current):
             raise ValueError(
-                f"gibbs at {'/'.join(map(str, path))}: the address holds shape {jnp.shape(current)} but the "
-                f"values have shape {values.shape[1:]}; give one value per row of `values`"
+                f"gibbs at {'/'.join(map(str, self.path))}: the address holds shape {jnp.shape(current)} but the "
+                f"values have shape {self.values.shape[1:]}; give one value per row of `values`"
             )
-        values_typed = values.astype(jnp.asarray(current).dtype)
-        traces, log_w, _ = jax.vmap(lambda v: gen_fn.update(k_upd, trace, constraint(v), *args))(values_typed)
+        values = self.values.astype(jnp.asarray(current).dtype)
+        traces, log_w, _ = jax.vmap(lambda v: gen_fn.update(k_upd, trace, self._constraint(v), *args))(values)
         i = jax.random.categorical(k_draw, log_w)
         new = jax.tree.map(lambda x: x[i], traces)
-        return new, _info(1.0, jnp.any(values_typed[i] != current))
-
-    return Kernel(identity, step)
+        return new, _info(1.0, jnp.any(values[i] != current))
 
 
 def mala(selection: ppl.Selection, step_size: float) -> Kernel:
@@ -144,24 +165,31 @@ def mala(selection: ppl.Selection, step_size: float) -> Kernel:
     Proposal u' ~ N(u + ε ∇log p(u), 2ε I), corrected by MH with the reverse
     proposal density.
     """
+    return Kernel(identity, _MALA(selection, step_size))
 
-    def step(key, trace, gen_fn, args):
+
+class _MALA(eqx.Module):
+    """`mala`'s step."""
+
+    selection: ppl.Selection = eqx.field(static=True)
+    step_size: float | jax.Array
+
+    def __call__(self, key, trace, gen_fn, args):
         k_noise, k_acc = jax.random.split(key)
-        tgt = target(gen_fn, trace, selection, args)
+        eps = self.step_size
+        tgt = target(gen_fn, trace, self.selection, args)
         value_and_grad = jax.value_and_grad(tgt.log_density)
 
         def log_q(to, frm, grad_frm):  # log N(to | frm + ε grad, 2ε), up to a constant that cancels
-            return -jnp.sum((to - frm - step_size * grad_frm) ** 2) / (4.0 * step_size)
+            return -jnp.sum((to - frm - eps * grad_frm) ** 2) / (4.0 * eps)
 
         u = tgt.position
         logp, grad = value_and_grad(u)
-        proposal = u + step_size * grad + jnp.sqrt(2.0 * step_size) * jax.random.normal(k_noise, u.shape)
+        proposal = u + eps * grad + jnp.sqrt(2.0 * eps) * jax.random.normal(k_noise, u.shape)
         logp_new, grad_new = value_and_grad(proposal)
         log_alpha = logp_new - logp + log_q(u, proposal, grad_new) - log_q(proposal, u, grad)
         new_trace, info = _accept(k_acc, log_alpha, tgt.to_trace(proposal), trace)
         return new_trace, info._replace(num_steps=jnp.asarray(2, jnp.int32))
-
-    return Kernel(identity, step)
 
 
 def _hamiltonian(tgt, inverse_mass_matrix):
@@ -184,20 +212,28 @@ def hmc(selection: ppl.Selection, step_size: float, num_steps: int, inverse_mass
     `inverse_mass_matrix` is diagonal: a scalar or a vector over the flattened
     unconstrained selection.
     """
+    return Kernel(identity, _HMC(selection, step_size, inverse_mass_matrix, num_steps))
 
-    def step(key, trace, gen_fn, args):
+
+class _HMC(eqx.Module):
+    """`hmc`'s step; the number of leapfrog steps shapes the program, so it is static."""
+
+    selection: ppl.Selection = eqx.field(static=True)
+    step_size: float | jax.Array
+    inverse_mass_matrix: float | jax.Array
+    num_steps: int = eqx.field(static=True)
+
+    def __call__(self, key, trace, gen_fn, args):
         k_mom, k_acc = jax.random.split(key)
-        tgt = target(gen_fn, trace, selection, args)
-        inv_mass, init, update = _hamiltonian(tgt, inverse_mass_matrix)
+        tgt = target(gen_fn, trace, self.selection, args)
+        inv_mass, init, update = _hamiltonian(tgt, self.inverse_mass_matrix)
         state = init(tgt.position, _momentum(k_mom, inv_mass))
         energy0 = state.potential_energy + euclidean_kinetic_energy(inv_mass, state.r)
-        end = jax.lax.fori_loop(0, num_steps, lambda _, s: update(step_size, inv_mass, s), state)
+        end = jax.lax.fori_loop(0, self.num_steps, lambda _, s: update(self.step_size, inv_mass, s), state)
         energy1 = end.potential_energy + euclidean_kinetic_energy(inv_mass, end.r)
         new_trace, info = _accept(k_acc, energy0 - energy1, tgt.to_trace(end.z), trace)
         return new_trace, info._replace(diverging=~jnp.isfinite(energy1) | (energy1 - energy0 > 1000.0),
-                                        num_steps=jnp.asarray(num_steps, jnp.int32))
-
-    return Kernel(identity, step)
+                                        num_steps=jnp.asarray(self.num_steps, jnp.int32))
 
 
 def nuts(selection: ppl.Selection, step_size: float, inverse_mass_matrix=1.0, max_tree_depth: int = 10) -> Kernel:
@@ -206,28 +242,36 @@ def nuts(selection: ppl.Selection, step_size: float, inverse_mass_matrix=1.0, ma
     Step size and diagonal inverse mass matrix are fixed; `mcmc.nuts` adapts
     them during warm-up for whole-model runs.
     """
+    return Kernel(identity, _NUTS(selection, step_size, inverse_mass_matrix, max_tree_depth))
 
-    def step(key, trace, gen_fn, args):
+
+class _NUTS(eqx.Module):
+    """`nuts`'s step; the maximum tree depth shapes the program, so it is static."""
+
+    selection: ppl.Selection = eqx.field(static=True)
+    step_size: float | jax.Array
+    inverse_mass_matrix: float | jax.Array
+    max_tree_depth: int = eqx.field(static=True)
+
+    def __call__(self, key, trace, gen_fn, args):
         k_mom, k_tree = jax.random.split(key)
-        tgt = target(gen_fn, trace, selection, args)
-        inv_mass, init, update = _hamiltonian(tgt, inverse_mass_matrix)
+        tgt = target(gen_fn, trace, self.selection, args)
+        inv_mass, init, update = _hamiltonian(tgt, self.inverse_mass_matrix)
         state = init(tgt.position, _momentum(k_mom, inv_mass))
-        tree = build_tree(update, euclidean_kinetic_energy, state, inv_mass, step_size, k_tree,
-                          max_tree_depth=max_tree_depth)
+        tree = build_tree(update, euclidean_kinetic_energy, state, inv_mass, self.step_size, k_tree,
+                          max_tree_depth=self.max_tree_depth)
         accept_prob = tree.sum_accept_probs / tree.num_proposals
         moved = jnp.any(tree.z_proposal != tgt.position)
         return tgt.to_trace(tree.z_proposal), _info(accept_prob, moved, tree.diverging, tree.num_proposals)
 
-    return Kernel(identity, step)
-
 
 def cycle(*kernels: Kernel) -> Kernel:
     """Apply each kernel in turn (a systematic-scan Gibbs sweep of blocks)."""
-    return Kernel(_CycleInit(kernels), _CycleStep(kernels))
+    return Kernel(_InitEach(kernels), _CycleStep(kernels))
 
 
-class _CycleInit(eqx.Module):
-    """A pytree (not a closure), so that equal cycles of the same kernels reuse a compiled program."""
+class _InitEach(eqx.Module):
+    """The `init` of a composition: each kernel's `init` in turn."""
 
     kernels: tuple
 
@@ -238,6 +282,8 @@ class _CycleInit(eqx.Module):
 
 
 class _CycleStep(eqx.Module):
+    """`cycle`'s step."""
+
     kernels: tuple
 
     def __call__(self, key, trace, gen_fn, args):
@@ -251,19 +297,20 @@ class _CycleStep(eqx.Module):
 def mixture(kernels: list[Kernel], probs: Any = None) -> Kernel:
     """Apply one kernel chosen at random (with `probs`, uniform by default): a random-scan sweep."""
     probs = jnp.full(len(kernels), 1.0 / len(kernels)) if probs is None else jnp.asarray(probs)
+    return Kernel(_InitEach(tuple(kernels)), _MixtureStep(tuple(kernels), probs))
 
-    def init(trace):
-        for k in kernels:
-            trace = k.init(trace)
-        return trace
 
-    def step(key, trace, gen_fn, args):
+class _MixtureStep(eqx.Module):
+    """`mixture`'s step."""
+
+    kernels: tuple
+    probs: jax.Array
+
+    def __call__(self, key, trace, gen_fn, args):
         k_choose, k_step = jax.random.split(key)
-        i = jax.random.categorical(k_choose, jnp.log(probs))
-        branches = [lambda t, kernel=kernel: kernel.step(k_step, t, gen_fn, args) for kernel in kernels]
+        i = jax.random.categorical(k_choose, jnp.log(self.probs))
+        branches = [lambda t, kernel=kernel: kernel.step(k_step, t, gen_fn, args) for kernel in self.kernels]
         return jax.lax.switch(i, branches, trace)
-
-    return Kernel(init, step)
 
 
 def _mean_info(infos: list[Info]) -> Info:

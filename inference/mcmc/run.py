@@ -18,7 +18,7 @@ from .convergence import warn_if_not_converged
 from .kernels import Kernel
 from .progress import progress, progress_callback
 from .result import MCMCResult
-from .target import latents
+from ppl.choicemap import latents
 
 __all__ = ["initial_traces", "run", "start_traces"]
 

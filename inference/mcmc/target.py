@@ -18,7 +18,6 @@ from jax.flatten_util import ravel_pytree
 
 import ppl
 from ppl import unconstrained
-from ppl.choicemap import latents  # noqa: F401  (re-exported: inference/mcmc/run.py still imports it from here)
 
 
 class Target(NamedTuple):

@@ -17,7 +17,6 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.special import logsumexp
 
 import ppl
 
@@ -50,8 +49,7 @@ def conditional_step(key: jax.Array, state: CSMCState, t) -> tuple[CSMCState, St
     config = target.config
     n = config.n_particles
     k_resample, k_extend = jax.random.split(key)
-    log_w = state.log_weights
-    log_total = logsumexp(log_w)
+    log_w, log_total = state.log_weights, state.log_total
 
     def from_each(particles):
         """The reference's step from every particle's carry."""
@@ -75,7 +73,7 @@ def conditional_step(key: jax.Array, state: CSMCState, t) -> tuple[CSMCState, St
     traces, increments = extend(k_extend, target, particles, t)
     choices, increments = set_slot((traces.choices, increments), slot, (ref_trace.choices, ref_increment))
     carries = set_slot(next_carries(target, traces), slot, target.space.next_carry(ref_trace.retval))
-    log_w, log_z, failed, ess = weigh(log_w, log_total, increments, state.log_marginal, state.failed, slot)
-    info = StepInfo(ess, jnp.asarray(t > 0), log_z, jnp.zeros(()), ancestors, choices)
-    return dataclasses.replace(state, particles=particles._replace(carry=carries), log_weights=log_w,
-                               log_marginal=log_z, failed=failed, reference_slot=slot), info
+    weighed = weigh(log_w, log_total, increments, state.log_marginal, state.failed, slot)
+    info = StepInfo(weighed.ess, jnp.asarray(t > 0), weighed.log_marginal, jnp.zeros(()), ancestors, choices)
+    return dataclasses.replace(state, particles=particles._replace(carry=carries), reference_slot=slot,
+                               **weighed._asdict()), info

@@ -12,7 +12,7 @@ stays unbiased (for Ẑ) with adaptive resampling because resampled weights rese
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +23,7 @@ import ppl
 from .. import resampling
 from .state import Particles, Target
 
-__all__ = ["extend", "gather", "next_carries", "reference_step", "rejuvenate", "set_slot", "weigh"]
+__all__ = ["Weighed", "extend", "gather", "next_carries", "reference_step", "rejuvenate", "set_slot", "weigh"]
 
 
 def gather(tree: Any, index: jax.Array) -> Any:
@@ -99,9 +99,19 @@ def next_carries(target: Target, traces: ppl.Trace) -> Any:
     return jax.vmap(lambda trace: target.space.next_carry(trace.retval))(traces)
 
 
+class Weighed(NamedTuple):
+    """The weights after a step and what follows from them (the `SMCState` fields of the same names)."""
+
+    log_weights: jax.Array
+    log_total: jax.Array
+    ess: jax.Array
+    log_marginal: jax.Array
+    failed: jax.Array
+
+
 def weigh(log_weights: jax.Array, log_total: jax.Array, increments: jax.Array, log_marginal: jax.Array,
-          failed: jax.Array, reference_slot: jax.Array | None = None):
-    """The weights after a step, the running log Ẑ, the failure flag and the ESS.
+          failed: jax.Array, reference_slot: jax.Array | None = None) -> Weighed:
+    """The weights after a step, their log-sum-exp and ESS, the running log Ẑ and the failure flag.
 
     `log_total` is logsumexp(`log_weights`). A step fails when no weight is finite and positive, or some weight
     is NaN or +inf, or (under conditional SMC) the reference's weight is zero; a failed run stays failed, with
@@ -115,4 +125,4 @@ def weigh(log_weights: jax.Array, log_total: jax.Array, increments: jax.Array, l
     failed = failed | step_failed
     log_marginal = jnp.where(failed, -jnp.inf, log_marginal + total - log_total)
     total = jnp.where(failed, -jnp.inf, total)
-    return jnp.where(failed, -jnp.inf, new), log_marginal, failed, resampling.ess(new, total)
+    return Weighed(jnp.where(failed, -jnp.inf, new), total, resampling.ess(new, total), log_marginal, failed)

@@ -54,9 +54,11 @@ def start(key: jax.Array, model: ppl.GenFn, args: tuple, observations: dict, con
     target = Target(space, observations, shared, config, reference)
     particles = constrain(config, Particles(drawn.choices, {i: x for i, x in enumerate(leaves) if per_particle[i]},
                                             drawn.scan_args[0]))
-    log_z = logsumexp(drawn.weight) - jnp.log(config.n_particles)
+    log_total = logsumexp(drawn.weight)
+    log_z = log_total - jnp.log(config.n_particles)
     failed = ~jnp.isfinite(log_z)
-    return target, SMCState(particles, drawn.weight, jnp.where(failed, -jnp.inf, log_z), failed, target)
+    return target, SMCState(particles, drawn.weight, log_total, resampling.ess(drawn.weight, log_total),
+                            jnp.where(failed, -jnp.inf, log_z), failed, target)
 
 
 def init(key: jax.Array, model: ppl.GenFn, args: tuple, observations: dict, n_particles: int,
@@ -79,12 +81,11 @@ def step(key: jax.Array, state: SMCState, t) -> tuple[SMCState, StepInfo]:
     config = target.config
     n = config.n_particles
     k_resample, k_extend, k_move = jax.random.split(key, 3)
-    log_w = replicated(config, state.log_weights)
-    log_total = logsumexp(log_w)
+    log_w, log_total = replicated(config, state.log_weights), state.log_total
     if config.ess_threshold >= 1.0:
         resample_now = t > 0
     else:
-        resample_now = (t > 0) & (resampling.ess(log_w, log_total) < config.ess_threshold * n)
+        resample_now = (t > 0) & (state.ess < config.ess_threshold * n)
 
     def resample(particles):
         ancestors = resampling.get(config.resampling_scheme)(k_resample, log_w, n)
@@ -97,7 +98,7 @@ def step(key: jax.Array, state: SMCState, t) -> tuple[SMCState, StepInfo]:
     particles, ancestors, log_w, log_total = jax.lax.cond(resample_now, resample, keep, state.particles)
     traces, increments = extend(k_extend, target, particles, t)
     traces, acceptance = rejuvenate(k_move, target, traces, particles, t)
-    log_w, log_z, failed, ess = weigh(log_w, log_total, increments, state.log_marginal, state.failed)
+    weighed = weigh(log_w, log_total, increments, state.log_marginal, state.failed)
     particles = constrain(config, particles._replace(carry=next_carries(target, traces)))
-    info = StepInfo(ess, resample_now, log_z, acceptance, ancestors, traces.choices)
-    return dataclasses.replace(state, particles=particles, log_weights=log_w, log_marginal=log_z, failed=failed), info
+    info = StepInfo(weighed.ess, resample_now, weighed.log_marginal, acceptance, ancestors, traces.choices)
+    return dataclasses.replace(state, particles=particles, **weighed._asdict()), info

@@ -68,6 +68,10 @@ class SMCState(eqx.Module):
     particles: Particles
     log_weights: jax.Array
     """Unnormalised log weights, shape (N,)."""
+    log_total: jax.Array
+    """logsumexp(log_weights), from the step that set them (the next step needs it and the ESS)."""
+    ess: jax.Array
+    """The ESS of the weights (0 when all are zero)."""
     log_marginal: jax.Array
     """log Ẑ of the steps so far (-inf once failed)."""
     failed: jax.Array
