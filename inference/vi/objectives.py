@@ -9,6 +9,10 @@ first argument after the parameters, so an objective is estimated as
 
 The guide's addresses are the model's latent addresses. Each factory accepts
 `estimators` ({address: estimator}) for the guide's choices.
+
+Each factory's program is a module-level function with its settings bound as pytree
+children (`jax.tree_util.Partial`), not a closure made per call, so `vi.fit` compiles an
+objective rebuilt from the same settings only once.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
+from jax.tree_util import Partial
 
 import ppl
 
@@ -23,6 +28,16 @@ from .. import smc
 from .program import Objective, objective, random_key, sample
 
 __all__ = ["elbo", "hvi", "iwae", "rws", "smc_elbo", "wake_p", "wake_q"]
+
+
+def _program(fn, *settings) -> Objective:
+    """The objective of `fn(*settings, params, *args)`; its settings are traced where arrays, static otherwise."""
+    return objective(Partial(fn, *settings))
+
+
+def _pairs(estimators: dict | None) -> tuple:
+    """{address: estimator} as (address, estimator) pairs: a pytree even where the addresses do not sort."""
+    return tuple((estimators or {}).items())
 
 
 def _model_args(params, args, learn_model):
@@ -33,12 +48,12 @@ def _log_joint(model, params, choices, observations, args, learn_model):
     return model.assess(ppl.choicemap.merge(choices, observations), *_model_args(params, args, learn_model))[0]
 
 
-def _log_weights(model, guide, params, observations, args, k, learn_model, estimators, stop=False):
+def _log_weights(model, guide, params, observations, args, k, learn_model, estimators=(), stop=False):
     """[(z_i, log p(x, z_i) - log q(z_i))] for k draws z_i ~ q (parameters cut from the draws when `stop`)."""
     guide_params = jax.lax.stop_gradient(params) if stop else params
     out = []
     for i in range(k):
-        q = sample(guide, guide_params, *args, name=f"guide{i}" if k > 1 else "guide", estimators=estimators)
+        q = sample(guide, guide_params, *args, name=f"guide{i}" if k > 1 else "guide", estimators=dict(estimators))
         choices = jax.lax.stop_gradient(q.choices) if stop else q.choices
         out.append((choices, _log_joint(model, params, choices, observations, args, learn_model) - q.score))
     return out
@@ -46,11 +61,11 @@ def _log_weights(model, guide, params, observations, args, k, learn_model, estim
 
 def elbo(model: ppl.GenFn, guide: ppl.GenFn, estimators: dict | None = None, learn_model: bool = False) -> Objective:
     """The evidence lower bound E_q[log p(x, z) - log q(z)] ≤ log p(x)."""
+    return _program(_elbo, model, guide, _pairs(estimators), learn_model)
 
-    def program(params, observations, *args):
-        return _log_weights(model, guide, params, observations, args, 1, learn_model, estimators)[0][1]
 
-    return objective(program)
+def _elbo(model, guide, estimators, learn_model, params, observations, *args):
+    return _log_weights(model, guide, params, observations, args, 1, learn_model, estimators)[0][1]
 
 
 def iwae(model: ppl.GenFn, guide: ppl.GenFn, k: int, estimators: dict | None = None,
@@ -60,13 +75,13 @@ def iwae(model: ppl.GenFn, guide: ppl.GenFn, k: int, estimators: dict | None = N
     It equals the ELBO at K = 1 and increases with K towards log p(x).
     """
     _check_k(k)
+    return _program(_iwae, model, guide, k, _pairs(estimators), learn_model)
 
-    def program(params, observations, *args):
-        log_w = jnp.stack([w for _, w in _log_weights(model, guide, params, observations, args, k, learn_model,
-                                                      estimators)])
-        return logsumexp(log_w) - jnp.log(k)
 
-    return objective(program)
+def _iwae(model, guide, k, estimators, learn_model, params, observations, *args):
+    log_w = jnp.stack([w for _, w in _log_weights(model, guide, params, observations, args, k, learn_model,
+                                                  estimators)])
+    return logsumexp(log_w) - jnp.log(k)
 
 
 def wake_p(model: ppl.GenFn, guide: ppl.GenFn, k: int, learn_model: bool = True) -> Objective:
@@ -77,14 +92,14 @@ def wake_p(model: ppl.GenFn, guide: ppl.GenFn, k: int, learn_model: bool = True)
     (consistent in K, biased for finite K, as in the paper). No gradient reaches the guide.
     """
     _check_k(k)
+    return _program(_wake_p, model, guide, k, learn_model)
 
-    def program(params, observations, *args):
-        draws = _log_weights(model, guide, params, observations, args, k, learn_model, None, stop=True)
-        w = jax.nn.softmax(jax.lax.stop_gradient(jnp.stack([lw for _, lw in draws])))
-        log_p = jnp.stack([_log_joint(model, params, z, observations, args, learn_model) for z, _ in draws])
-        return jnp.sum(w * log_p)
 
-    return objective(program)
+def _wake_p(model, guide, k, learn_model, params, observations, *args):
+    draws = _log_weights(model, guide, params, observations, args, k, learn_model, stop=True)
+    w = jax.nn.softmax(jax.lax.stop_gradient(jnp.stack([lw for _, lw in draws])))
+    log_p = jnp.stack([_log_joint(model, params, z, observations, args, learn_model) for z, _ in draws])
+    return jnp.sum(w * log_p)
 
 
 def wake_q(model: ppl.GenFn, guide: ppl.GenFn, k: int, learn_model: bool = False) -> Objective:
@@ -94,14 +109,14 @@ def wake_q(model: ppl.GenFn, guide: ppl.GenFn, k: int, learn_model: bool = False
     the guide covers the posterior's mass rather than seeking a mode. No gradient reaches the model.
     """
     _check_k(k)
+    return _program(_wake_q, model, guide, k, learn_model)
 
-    def program(params, observations, *args):
-        draws = _log_weights(model, guide, params, observations, args, k, learn_model, None, stop=True)
-        w = jax.nn.softmax(jax.lax.stop_gradient(jnp.stack([lw for _, lw in draws])))
-        log_q = jnp.stack([guide.assess(z, params, *args)[0] for z, _ in draws])
-        return jnp.sum(w * log_q)
 
-    return objective(program)
+def _wake_q(model, guide, k, learn_model, params, observations, *args):
+    draws = _log_weights(model, guide, params, observations, args, k, learn_model, stop=True)
+    w = jax.nn.softmax(jax.lax.stop_gradient(jnp.stack([lw for _, lw in draws])))
+    log_q = jnp.stack([guide.assess(z, params, *args)[0] for z, _ in draws])
+    return jnp.sum(w * log_q)
 
 
 def rws(model: ppl.GenFn, guide: ppl.GenFn, k: int) -> Objective:
@@ -110,15 +125,15 @@ def rws(model: ppl.GenFn, guide: ppl.GenFn, k: int) -> Objective:
     The model is called as `model(params, *args)`; the two phases share their draws.
     """
     _check_k(k)
+    return _program(_rws, model, guide, k)
 
-    def program(params, observations, *args):
-        draws = _log_weights(model, guide, params, observations, args, k, True, None, stop=True)
-        w = jax.nn.softmax(jax.lax.stop_gradient(jnp.stack([lw for _, lw in draws])))
-        log_p = jnp.stack([_log_joint(model, params, z, observations, args, True) for z, _ in draws])
-        log_q = jnp.stack([guide.assess(z, params, *args)[0] for z, _ in draws])
-        return jnp.sum(w * (log_p + log_q))
 
-    return objective(program)
+def _rws(model, guide, k, params, observations, *args):
+    draws = _log_weights(model, guide, params, observations, args, k, True, stop=True)
+    w = jax.nn.softmax(jax.lax.stop_gradient(jnp.stack([lw for _, lw in draws])))
+    log_p = jnp.stack([_log_joint(model, params, z, observations, args, True) for z, _ in draws])
+    log_q = jnp.stack([guide.assess(z, params, *args)[0] for z, _ in draws])
+    return jnp.sum(w * (log_p + log_q))
 
 
 def hvi(model: ppl.GenFn, guide: ppl.GenFn, reverse: ppl.GenFn, k: int = 0, auxiliary: str = "eps",
@@ -140,25 +155,25 @@ def hvi(model: ppl.GenFn, guide: ppl.GenFn, reverse: ppl.GenFn, k: int = 0, auxi
     """
     if not isinstance(k, int) or k < 0:
         raise ValueError(f"k (extra auxiliary draws) must be a non-negative int, got {k!r}")
+    return _program(_hvi, model, guide, reverse, k, auxiliary, _pairs(estimators))
 
-    def program(params, observations, *args):
-        q = sample(guide, params, *args, name="guide", estimators=estimators)
-        if auxiliary not in q.choices:
-            raise ValueError(f"hvi: the guide has no choice at {auxiliary!r}; name its auxiliary variable's address")
-        z = {a: v for a, v in q.choices.items() if a != auxiliary}
-        log_p = _log_joint(model, params, z, observations, args, False)
 
-        def log_ratio(eps):  # log q(ε, z) - log r(ε | z)
-            return (guide.assess({**z, auxiliary: eps}, params, *args)[0]
-                    - reverse.assess({auxiliary: eps}, z, params, *args)[0])
+def _hvi(model, guide, reverse, k, auxiliary, estimators, params, observations, *args):
+    q = sample(guide, params, *args, name="guide", estimators=dict(estimators))
+    if auxiliary not in q.choices:
+        raise ValueError(f"hvi: the guide has no choice at {auxiliary!r}; name its auxiliary variable's address")
+    z = {a: v for a, v in q.choices.items() if a != auxiliary}
+    log_p = _log_joint(model, params, z, observations, args, False)
 
-        ratios = [q.score - reverse.assess({auxiliary: q.choices[auxiliary]}, z, params, *args)[0]]
-        for j in range(k):
-            r = sample(reverse, z, params, *args, name=f"reverse{j}")
-            ratios.append(log_ratio(r.choices[auxiliary]))
-        return log_p - (logsumexp(jnp.stack(ratios)) - jnp.log(len(ratios)))
+    def log_ratio(eps):  # log q(ε, z) - log r(ε | z)
+        return (guide.assess({**z, auxiliary: eps}, params, *args)[0]
+                - reverse.assess({auxiliary: eps}, z, params, *args)[0])
 
-    return objective(program)
+    ratios = [q.score - reverse.assess({auxiliary: q.choices[auxiliary]}, z, params, *args)[0]]
+    for j in range(k):
+        r = sample(reverse, z, params, *args, name=f"reverse{j}")
+        ratios.append(log_ratio(r.choices[auxiliary]))
+    return log_p - (logsumexp(jnp.stack(ratios)) - jnp.log(len(ratios)))
 
 
 def smc_elbo(model: ppl.GenFn, proposal, n_particles: int, **smc_options) -> Objective:
@@ -170,13 +185,13 @@ def smc_elbo(model: ppl.GenFn, proposal, n_particles: int, **smc_options) -> Obj
     the reparameterised proposals and the weights, not through the resampling decisions:
     that drops a score-function term, so, like FIVO's, this gradient is biased.
     """
+    return _program(_smc_elbo, model, proposal, n_particles, smc_options)
 
-    def program(params, observations, *args):
-        res = smc.run(random_key(), model, args, observations, n_particles, proposal=proposal(params),
-                      return_traces=False, **smc_options)
-        return res.log_marginal_likelihood()
 
-    return objective(program)
+def _smc_elbo(model, proposal, n_particles, smc_options, params, observations, *args):
+    res = smc.run(random_key(), model, args, observations, n_particles, proposal=proposal(params),
+                  return_traces=False, **smc_options)
+    return res.log_marginal_likelihood()
 
 
 def _check_k(k) -> None:

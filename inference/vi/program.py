@@ -172,7 +172,10 @@ class _Discrete(NamedTuple):
 class Objective(eqx.Module):
     """A stochastic objective E[program(params, *args)], with unbiased gradient estimates."""
 
-    program: Callable = eqx.field(static=True)
+    program: Callable
+    """A function, or a callable pytree (as `vi.elbo`'s is): under `equinox.filter_jit` its array leaves are
+    traced and the others static, so an objective rebuilt from the same function and settings reuses a
+    compiled program."""
 
     def __call__(self, *args, **kwargs):
         raise TypeError("an objective is estimated, not called: use .estimate(key, params, *args) or "
