@@ -324,3 +324,36 @@ def test_bad_arguments_are_named():
         smc.run(jax.random.key(0), lgssm, (FLAGS,), OBS, 10, ess_threshold=2.0)
     with pytest.raises(ppl.ModelError, match="exactly one ppl.scan"):
         smc.run(jax.random.key(0), lg_step, (0.0, True), {}, 10)
+
+
+def test_a_loop_of_ones_own_over_init_and_step_is_what_run_computes():
+    """`smc.run` is `init` then `step` at t = 0..T-1 (keys split as run splits them); CSMC likewise."""
+    import equinox as eqx
+
+    key = jax.random.key(3)
+    k_init, k_steps, _ = jax.random.split(key, 3)
+    step = eqx.filter_jit(smc.step)
+    state = smc.init(k_init, lgssm, (FLAGS,), OBS, 64)
+    for t, k in enumerate(jax.random.split(k_steps, smc.n_steps(state))):
+        state, info = step(k, state, jnp.asarray(t))
+    res = smc.run(key, lgssm, (FLAGS,), OBS, 64, return_traces=False)
+    np.testing.assert_allclose(state.log_marginal, res.log_marginal_likelihood(), rtol=1e-5)
+    np.testing.assert_allclose(state.log_weights, res.log_weights, rtol=1e-4, atol=1e-4)
+    assert float(info.log_marginal_likelihood) == pytest.approx(float(state.log_marginal))
+
+    reference = ppl.choicemap.index(smc.run(key, lgssm, (FLAGS,), OBS, 64).choices, 0)
+    config = smc.SMCConfig(8, ess_threshold=1.0, ancestor_sampling="exact")
+    cstate = smc.conditional_init(k_init, lgssm, (FLAGS,), OBS, reference, config)
+    cstep = eqx.filter_jit(smc.conditional_step)
+    for t, k in enumerate(jax.random.split(k_steps, smc.n_steps(cstate))):
+        cstate, _ = cstep(k, cstate, jnp.asarray(t))
+    conditional = smc.csmc(key, lgssm, (FLAGS,), OBS, reference, 8)
+    np.testing.assert_allclose(cstate.log_marginal, conditional.log_marginal_likelihood(), rtol=1e-5)
+
+
+def test_config_names_its_bad_settings():
+    with pytest.raises(ValueError, match="ancestor_sampling is one of"):
+        smc.SMCConfig(8, ancestor_sampling="gibbs")
+    with pytest.raises(ValueError, match="record is one of"):
+        smc.SMCConfig(8, record="all")
+    assert smc.SMCConfig(8, ess_threshold=0.5) == smc.SMCConfig(8, ess_threshold=0.5)

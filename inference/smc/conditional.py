@@ -55,24 +55,37 @@ def conditional_step(key: jax.Array, state: CSMCState, t) -> tuple[CSMCState, St
         """The reference's step from every particle's carry."""
         return jax.vmap(lambda p: reference_step(k_extend, target, p, t))(particles)
 
+    def from_slot(particles, slot):
+        """The reference's step from the carry in `slot`: (its trace, its incremental weight)."""
+        trace, _, increment = reference_step(k_extend, target, gather(particles, slot), t)
+        return trace, increment
+
     def resample(particles):
-        if config.ancestor_sampling == "metropolis":
-            ancestors, slot = resampling.metropolis_ancestor_systematic(
-                k_resample, log_w, state.reference_slot, lambda i: from_each(gather(particles, i))[1])
-        elif config.ancestor_sampling == "exact":
-            ancestors, slot = resampling.ancestor_sampled_systematic(k_resample, log_w, log_w + from_each(particles)[1])
+        if config.ancestor_sampling == "exact":  # the drawn ancestor's step comes with the draw's N densities
+            traces, log_joints, increments = from_each(particles)
+            ancestors, slot = resampling.ancestor_sampled_systematic(k_resample, log_w, log_w + log_joints)
+            reference = gather((traces, increments), ancestors[slot])
         else:
-            ancestors, slot = resampling.conditional_systematic(k_resample, log_w, state.reference_slot)
-        return gather(particles, ancestors), ancestors, jnp.zeros(n), jnp.log(n).astype(log_total.dtype), slot
+            if config.ancestor_sampling == "metropolis":
+                ancestors, slot = resampling.metropolis_ancestor_systematic(
+                    k_resample, log_w, state.reference_slot, lambda i: from_each(gather(particles, i))[1])
+            else:
+                ancestors, slot = resampling.conditional_systematic(k_resample, log_w, state.reference_slot)
+            reference = from_slot(particles, ancestors[slot])
+        zeros, log_n = jnp.zeros(n), jnp.log(n).astype(log_total.dtype)
+        return gather(particles, ancestors), ancestors, zeros, log_n, slot, reference
 
     def first(particles):
-        return particles, jnp.arange(n), log_w, log_total, state.reference_slot
+        slot = state.reference_slot
+        return particles, jnp.arange(n), log_w, log_total, slot, from_slot(particles, slot)
 
-    particles, ancestors, log_w, log_total, slot = jax.lax.cond(t > 0, resample, first, state.particles)
-    ref_trace, _, ref_increment = reference_step(k_extend, target, gather(particles, slot), t)
+    particles, ancestors, log_w, log_total, slot, (ref_trace, ref_increment) = jax.lax.cond(
+        t > 0, resample, first, state.particles)
     traces, increments = extend(k_extend, target, particles, t)
     choices, increments = set_slot((traces.choices, increments), slot, (ref_trace.choices, ref_increment))
-    carries = set_slot(next_carries(target, traces), slot, target.space.next_carry(ref_trace.retval))
+    # the extension's carries computed once, before the reference's is written into them
+    extended = jax.lax.optimization_barrier(next_carries(target, traces))
+    carries = set_slot(extended, slot, target.space.next_carry(ref_trace.retval))
     weighed = weigh(log_w, log_total, increments, state.log_marginal, state.failed, slot)
     info = StepInfo(weighed.ess, jnp.asarray(t > 0), weighed.log_marginal, jnp.zeros(()), ancestors, choices)
     return dataclasses.replace(state, particles=particles._replace(carry=carries), reference_slot=slot,

@@ -119,9 +119,10 @@ def weigh(log_weights: jax.Array, log_total: jax.Array, increments: jax.Array, l
     """
     new = jnp.where(failed, -jnp.inf, log_weights + increments)
     total = logsumexp(new)
-    step_failed = ~jnp.isfinite(total)
-    if reference_slot is not None:
-        step_failed = step_failed | ~(new[reference_slot] > -jnp.inf)
+    if reference_slot is None:
+        step_failed = ~jnp.isfinite(total)
+    else:  # the reference's weight is positive unless it is impossible: a check that needs no log-sum-exp
+        step_failed = ~(jnp.all(new < jnp.inf) & (new[reference_slot] > -jnp.inf))
     failed = failed | step_failed
     log_marginal = jnp.where(failed, -jnp.inf, log_marginal + total - log_total)
     total = jnp.where(failed, -jnp.inf, total)
