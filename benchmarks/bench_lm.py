@@ -30,8 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import ppl
-from ppl.lm import weights
-from ppl.lm.model import cache_slots
+from ppl.lm import cache_slots, weights
 
 PROMPT = "Tom has 3 apples and buys 5 more. How many apples does he have? Let's think step by step."
 

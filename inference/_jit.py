@@ -15,7 +15,7 @@ def jit(fn: Callable) -> Callable:
     The same split as `equinox.filter_jit`, but a call returns as soon as the work is
     queued: `filter_jit` waits for every result so that it can report `equinox.error_if`
     failures, which costs a program that raises none the overlap of Python with the
-    computation (about 0.1 ms a call on a CPU). Use it for programs without
+    computation (measured in docs/performance.md). Use it for programs without
     `error_if`; `fn` must return a pytree of arrays.
     """
 

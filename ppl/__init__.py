@@ -11,7 +11,7 @@
 See the README and docs/ for the generative function interface.
 """
 
-from . import dist, lm, streams, unconstrained
+from . import choicemap, dist, lm, streams, unconstrained
 from .choicemap import Masked, Unconstrained
 from .combinators import cond, mix, repeat, scan, switch, vmap
 from .core import Call, GenFn, Trace, address_path, factor
@@ -39,6 +39,7 @@ __all__ = [
     "Trace",
     "Unconstrained",
     "address_path",
+    "choicemap",
     "cond",
     "dist",
     "factor",

@@ -20,6 +20,7 @@ import ppl
 from inference import mcmc, pgibbs, smc, tempering, vi
 from inference.mcmc import kernels
 from ppl import dist
+from test_vi import conjugate, mean_field
 
 BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
 
@@ -154,17 +155,6 @@ def test_tempering_anneal():
         return res.log_marginal_likelihood()
 
     assert_reused(call)
-
-
-@ppl.gen
-def conjugate(n):
-    mu = dist.Normal(0.0, 1.0) @ "mu"
-    dist.Normal(mu, 1.0).expand((n,)) @ "y"
-
-
-@ppl.gen
-def mean_field(params, n):
-    return dist.Normal(params["loc"], jnp.exp(params["log_scale"])) @ "mu"
 
 
 def elbo(params, observations, n):

@@ -206,6 +206,14 @@ def _momentum(key, inv_mass):
     return jax.random.normal(key, inv_mass.shape) / jnp.sqrt(inv_mass)
 
 
+def _start(key, trace, gen_fn, args, selection, inverse_mass_matrix):
+    """A Hamiltonian trajectory's start: the target, the inverse mass, the integrator's update, and the
+    integrator state at the trace's position with a fresh momentum."""
+    tgt = target(gen_fn, trace, selection, args)
+    inv_mass, init, update = _hamiltonian(tgt, inverse_mass_matrix)
+    return tgt, inv_mass, update, init(tgt.position, _momentum(key, inv_mass))
+
+
 def hmc(selection: ppl.Selection, step_size: float, num_steps: int, inverse_mass_matrix=1.0) -> Kernel:
     """Hamiltonian Monte Carlo on the unconstrained space of `selection` (numpyro's velocity Verlet).
 
@@ -225,9 +233,7 @@ class _HMC(eqx.Module):
 
     def __call__(self, key, trace, gen_fn, args):
         k_mom, k_acc = jax.random.split(key)
-        tgt = target(gen_fn, trace, self.selection, args)
-        inv_mass, init, update = _hamiltonian(tgt, self.inverse_mass_matrix)
-        state = init(tgt.position, _momentum(k_mom, inv_mass))
+        tgt, inv_mass, update, state = _start(k_mom, trace, gen_fn, args, self.selection, self.inverse_mass_matrix)
         energy0 = state.potential_energy + euclidean_kinetic_energy(inv_mass, state.r)
         end = jax.lax.fori_loop(0, self.num_steps, lambda _, s: update(self.step_size, inv_mass, s), state)
         energy1 = end.potential_energy + euclidean_kinetic_energy(inv_mass, end.r)
@@ -255,9 +261,7 @@ class _NUTS(eqx.Module):
 
     def __call__(self, key, trace, gen_fn, args):
         k_mom, k_tree = jax.random.split(key)
-        tgt = target(gen_fn, trace, self.selection, args)
-        inv_mass, init, update = _hamiltonian(tgt, self.inverse_mass_matrix)
-        state = init(tgt.position, _momentum(k_mom, inv_mass))
+        tgt, inv_mass, update, state = _start(k_mom, trace, gen_fn, args, self.selection, self.inverse_mass_matrix)
         tree = build_tree(update, euclidean_kinetic_energy, state, inv_mass, self.step_size, k_tree,
                           max_tree_depth=self.max_tree_depth)
         accept_prob = tree.sum_accept_probs / tree.num_proposals

@@ -23,8 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ppl.lm import LanguageModel
-from ppl.lm.model import cache_slots
+from ppl.lm import LanguageModel, cache_slots
 
 from .prm import ProcessRewardModel
 

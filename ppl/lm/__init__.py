@@ -5,7 +5,7 @@
 """
 
 from .engine import Completion, EngineError, HTTPEngine, JaxEngine, post_json
-from .model import LanguageModel, load
+from .model import LanguageModel, cache_slots, load
 from .sampling import Sampler
 from .step import LMState, StepFn, StepTrace
 from .tokenizer import Tokenizer
@@ -13,5 +13,5 @@ from .transformer import Cache, Transformer
 
 __all__ = [
     "Cache", "Completion", "EngineError", "HTTPEngine", "JaxEngine", "LMState", "LanguageModel", "Sampler", "StepFn",
-    "StepTrace", "Tokenizer", "Transformer", "load", "post_json",
+    "StepTrace", "Tokenizer", "Transformer", "cache_slots", "load", "post_json",
 ]
