@@ -22,7 +22,7 @@ import ppl
 
 from .. import resampling
 from .config import SMCConfig
-from .extend import extend, gather, next_carries, reference_step, set_slot, weigh
+from .extend import extend, gather, next_carries, reference_step, set_slot, step_keys, weigh
 from .filtering import start
 from .state import CSMCState, StepInfo
 
@@ -48,7 +48,7 @@ def conditional_step(key: jax.Array, state: CSMCState, t) -> tuple[CSMCState, St
     target = state.target
     config = target.config
     n = config.n_particles
-    k_resample, k_extend = jax.random.split(key)
+    k_resample, k_extend, _ = step_keys(key, n)
     log_w, log_total = state.log_weights, state.log_total
 
     def from_each(particles):
@@ -83,9 +83,7 @@ def conditional_step(key: jax.Array, state: CSMCState, t) -> tuple[CSMCState, St
         t > 0, resample, first, state.particles)
     traces, increments = extend(k_extend, target, particles, t)
     choices, increments = set_slot((traces.choices, increments), slot, (ref_trace.choices, ref_increment))
-    # the extension's carries computed once, before the reference's is written into them
-    extended = jax.lax.optimization_barrier(next_carries(target, traces))
-    carries = set_slot(extended, slot, target.space.next_carry(ref_trace.retval))
+    carries = set_slot(next_carries(target, traces), slot, target.space.next_carry(ref_trace.retval))
     weighed = weigh(log_w, log_total, increments, state.log_marginal, state.failed, slot)
     info = StepInfo(weighed.ess, jnp.asarray(t > 0), weighed.log_marginal, jnp.zeros(()), ancestors, choices)
     return dataclasses.replace(state, particles=particles._replace(carry=carries), reference_slot=slot,

@@ -23,7 +23,7 @@ import ppl
 from .. import resampling
 from .state import Particles, Target
 
-__all__ = ["Weighed", "extend", "gather", "next_carries", "reference_step", "rejuvenate", "set_slot", "weigh"]
+__all__ = ["Weighed", "extend", "step_keys", "gather", "next_carries", "reference_step", "rejuvenate", "set_slot", "weigh"]
 
 
 def gather(tree: Any, index: jax.Array) -> Any:
@@ -38,6 +38,13 @@ def set_slot(tree: Any, slot: jax.Array, value: Any) -> Any:
         return jnp.where(here, v, x)
 
     return jax.tree.map(put, tree, value)
+
+
+def step_keys(key: jax.Array, n_particles: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """A step's keys, made without a hash: (resampling, extension, move). The particles draw from streams
+    0..N-1 of `key` (`ppl.Streams`), resampling from stream N and the move from stream N + 1."""
+    return (ppl.streams.as_key(ppl.Streams(key, n_particles)), key,
+            ppl.streams.as_key(ppl.Streams(key, n_particles + 1)))
 
 
 def _extend_one(target: Target, key, particle: Particles, observed, t):

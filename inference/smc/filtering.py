@@ -28,7 +28,7 @@ import ppl
 from .. import inputs, resampling
 from .config import SMCConfig
 from .dependence import key_dependent
-from .extend import extend, gather, next_carries, rejuvenate, weigh
+from .extend import extend, gather, next_carries, rejuvenate, step_keys, weigh
 from .sharding import constrain, replicated
 from .state import Particles, ScanArgs, SMCState, StepInfo, Target
 
@@ -80,7 +80,7 @@ def step(key: jax.Array, state: SMCState, t) -> tuple[SMCState, StepInfo]:
     target = state.target
     config = target.config
     n = config.n_particles
-    k_resample, k_extend, k_move = jax.random.split(key, 3)
+    k_resample, k_extend, k_move = step_keys(key, n)
     log_w, log_total = replicated(config, state.log_weights), state.log_total
     if config.ess_threshold >= 1.0:
         resample_now = t > 0
