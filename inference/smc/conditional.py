@@ -51,13 +51,16 @@ def conditional_step(key: jax.Array, state: CSMCState, t) -> tuple[CSMCState, St
     k_resample, k_extend, _ = step_keys(key, n)
     log_w, log_total = state.log_weights, state.log_total
 
+    # step t's slices of the reference and the observations, taken once, outside the branches that read them
+    ref_t, observed = jax.tree.map(lambda x: x[t], target.reference), target.observed(t)
+
     def from_each(particles):
         """The reference's step from every particle's carry."""
-        return jax.vmap(lambda p: reference_step(k_extend, target, p, t))(particles)
+        return jax.vmap(lambda p: reference_step(k_extend, target, p, ref_t, observed, t))(particles)
 
     def from_slot(particles, slot):
         """The reference's step from the carry in `slot`: (its trace, its incremental weight)."""
-        trace, _, increment = reference_step(k_extend, target, gather(particles, slot), t)
+        trace, _, increment = reference_step(k_extend, target, gather(particles, slot), ref_t, observed, t)
         return trace, increment
 
     def resample(particles):

@@ -84,13 +84,13 @@ def rejuvenate(key: jax.Array, target: Target, traces: ppl.Trace, particles: Par
     return traces, jnp.mean(accepted)
 
 
-def reference_step(key: jax.Array, target: Target, particle: Particles, t) -> tuple[ppl.Trace, jax.Array, jax.Array]:
-    """The reference's step `t` from `particle`'s carry: (its trace, log p(x_t^ref, y_t | carry), its incremental
-    weight as if it had been proposed, p / q). Ancestor sampling weighs the candidates with the second."""
+def reference_step(key: jax.Array, target: Target, particle: Particles, ref_t: Any, observed: Any,
+                   t) -> tuple[ppl.Trace, jax.Array, jax.Array]:
+    """The reference's step `t` (its choices `ref_t`, the step's observations `observed`) from `particle`'s carry:
+    (its trace, log p(x_t^ref, y_t | carry), its incremental weight as if it had been proposed, p / q). Ancestor
+    sampling weighs the candidates with the second."""
     step, proposal = target.space.step, target.config.proposal
     args = target.step_args(particle, t)
-    observed = target.observed(t)
-    ref_t = jax.tree.map(lambda x: x[t], target.reference)
     trace, log_joint = step.generate(key, ref_t, *args)
     weighed = log_joint
     if ppl.choicemap.has_masked(observed):  # a masked-out observation is latent: weighed as the particles weigh it
