@@ -167,7 +167,8 @@ def _anneal(key, model, args_sequence, observations, n, n_mcmc, scheme, kernel):
         k_res, k_upd, k_mcmc = jax.random.split(key, 3)
         ancestors = resampling.get(scheme)(k_res, log_w, n)
         traces = jax.tree.map(lambda x: x[ancestors], traces)
-        traces, inc, _ = jax.vmap(lambda kk, tr: model.update(kk, tr, None, *args_at(k)))(jax.random.split(k_upd, n), traces)
+        traces, inc, _ = jax.vmap(lambda kk, tr: model.update(kk, tr, None, *args_at(k)))(jax.random.split(k_upd, n),
+                                                                                          traces)
         step_z = logsumexp(inc) - jnp.log(n)
         failed = failed | ~jnp.isfinite(step_z)
         log_z = log_z + step_z
@@ -179,7 +180,8 @@ def _anneal(key, model, args_sequence, observations, n, n_mcmc, scheme, kernel):
     (traces, log_w, log_z, failed), acc = jax.lax.scan(stage, init, (keys, jnp.arange(1, n_targets)))
     ancestors = resampling.get(scheme)(jax.random.fold_in(key, 1), log_w, n)
     traces = jax.tree.map(lambda x: x[ancestors], traces)
-    return TemperingResult(traces, jnp.where(failed, -jnp.inf, log_z), jnp.arange(1, n_targets), n_targets - 1, acc, failed)
+    return TemperingResult(traces, jnp.where(failed, -jnp.inf, log_z), jnp.arange(1, n_targets), n_targets - 1, acc,
+                           failed)
 
 
 def anneal(

@@ -13,7 +13,7 @@ import pytest
 from scipy import stats
 
 import ppl
-from inference import scaling
+from inference import scaling, smc
 from inference.scaling import methods
 from inference.scaling.model import reasoning_model
 from ppl import dist
@@ -225,14 +225,27 @@ def reasoner():
 
 def test_real_model_budget_account_and_verifier_weights(reasoner):
     """Importance sampling on a SVAMP problem: tokens generated equal the tokens in the texts (end-of-sequence
-    aside), and each trajectory's log weight is log_penalty x its wrong equations, checked on its text."""
+    aside), and each trajectory's log weight is log_penalty x the wrong equations of its steps, each step's text
+    checked on its own (cut at its token budget, its unfinished last equation is not counted), as
+    ProcessVerifier defines the reward; the steps are the same program's draws, recorded by smc.run."""
     problem = scaling.load_problems(scaling.default_data_path(), 1, 3)[0]
     solution = reasoner.solve(jax.random.key(0), problem.question, "weighted", budget=4)
     tok = reasoner.lm.tokenizer
     assert solution.tokens_generated == sum(len(tok.encode(text)) for text in solution.texts)
     assert 0 < solution.reward_calls <= 4 * 3
-    verifier = reasoner.potential.verifier
-    wrong = np.array([verifier.check_text(tok, text)[1] for text in solution.texts], float)
+    states, _ = reasoner.prompt_states([problem.question])
+    args = (reasoner.step, reasoner.potential, jax.tree.map(lambda x: x[0], states))
+    model = scaling.reasoning_model(reasoner.n_steps, float(reasoner.reward_temperature), "emission")
+    steps = np.asarray(smc.run(jax.random.key(0), model, args, {}, 4, ess_threshold=0.0,
+                               return_traces="history").history.choices["x"])  # (T, N, step_tokens)
+    verifier, eos = reasoner.potential.verifier, reasoner.step.eos
+    wrong = np.zeros(4)
+    for t, i in np.ndindex(steps.shape[:2]):
+        ids = [int(x) for x in steps[t, i] if x != eos]
+        if ids:
+            wrong[i] += verifier.check_text(tok, tok.decode(ids), closed=len(ids) < reasoner.step_tokens)[1]
+    assert ["".join(tok.decode([int(x) for x in steps[t, i] if x != eos]) for t in range(steps.shape[0]))
+            for i in range(4)] == solution.texts
     expected = np.exp(-3.0 * wrong - np.max(-3.0 * wrong))
     np.testing.assert_allclose(solution.weights, expected / expected.sum(), rtol=1e-4)
     assert len(solution.answers) == 4

@@ -36,7 +36,7 @@ def conditional_init(key: jax.Array, model: ppl.GenFn, args: tuple, observations
     space = ppl.state_space(model, args)
     reference = ppl.choicemap.normalize(reference)
     steps = ppl.choicemap.subconstraint(reference, space.path)
-    _, state = start(key, model, args, observations, config, ppl.choicemap.outside(reference, space.path), steps)
+    state = start(key, model, args, observations, config, ppl.choicemap.outside(reference, space.path), steps)
     # the first particles are i.i.d. given the shared prefix: the reference may start in any slot
     return CSMCState(**{f.name: getattr(state, f.name) for f in dataclasses.fields(state)},
                      reference_slot=jnp.zeros((), jnp.int32))

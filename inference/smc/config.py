@@ -48,7 +48,8 @@ class SMCConfig(eqx.Module):
         if self.record not in get_args(Record):
             raise ValueError(f"record is one of {get_args(Record)}, got {self.record!r}")
         if self.ancestor_sampling not in get_args(AncestorSampling):
-            raise ValueError(f"ancestor_sampling is one of {get_args(AncestorSampling)}, got {self.ancestor_sampling!r}")
+            raise ValueError(f"ancestor_sampling is one of {get_args(AncestorSampling)}, "
+                             f"got {self.ancestor_sampling!r}")
         if self.mesh is not None:
             if len(self.mesh.axis_names) != 1:
                 raise ValueError("smc.run shards particles along a one-axis mesh; build "

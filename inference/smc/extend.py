@@ -23,7 +23,8 @@ import ppl
 from .. import resampling
 from .state import Particles, Target
 
-__all__ = ["Weighed", "extend", "step_keys", "gather", "next_carries", "reference_step", "rejuvenate", "set_slot", "weigh"]
+__all__ = ["Weighed", "extend", "gather", "next_carries", "reference_step", "rejuvenate", "set_slot", "step_keys",
+           "weigh"]
 
 
 def gather(tree: Any, index: jax.Array) -> Any:
@@ -68,7 +69,8 @@ def extend(key: jax.Array, target: Target, particles: Particles, t) -> tuple[ppl
     return jax.vmap(lambda i, p: _extend_one(target, ppl.Streams(key, i), p, observed, t))(jnp.arange(n), particles)
 
 
-def rejuvenate(key: jax.Array, target: Target, traces: ppl.Trace, particles: Particles, t) -> tuple[ppl.Trace, jax.Array]:
+def rejuvenate(key: jax.Array, target: Target, traces: ppl.Trace, particles: Particles,
+               t) -> tuple[ppl.Trace, jax.Array]:
     """The configured MCMC move applied to each particle's step trace: (traces, mean acceptance).
 
     A move that leaves the step's target invariant keeps the weights proper."""
@@ -96,7 +98,8 @@ def reference_step(key: jax.Array, target: Target, particle: Particles, ref_t: A
     if ppl.choicemap.has_masked(observed):  # a masked-out observation is latent: weighed as the particles weigh it
         _, weighed = step.generate(key, ppl.choicemap.merge(ppl.choicemap.latents(ref_t, observed), observed), *args)
     if proposal is None:  # bootstrap: q is the step's prior over its latent choices (project adds factors)
-        return trace, log_joint, weighed - (step.project(trace, ~ppl.sel.of(observed)) - step.project(trace, ppl.sel.none()))
+        log_prior = step.project(trace, ~ppl.sel.of(observed)) - step.project(trace, ppl.sel.none())
+        return trace, log_joint, weighed - log_prior
     log_q, _ = proposal.assess(ppl.choicemap.latents(ref_t, observed), observed, *args)
     return trace, log_joint, weighed - log_q
 

@@ -36,8 +36,8 @@ __all__ = ["init", "n_steps", "start", "step"]
 
 
 def start(key: jax.Array, model: ppl.GenFn, args: tuple, observations: dict, config: SMCConfig,
-          prefix: dict | None = None, reference: Any = None) -> tuple[Target, SMCState]:
-    """The target and the particles before the first step: each particle's prefix drawn by `generate`, given
+          prefix: dict | None = None, reference: Any = None) -> SMCState:
+    """The particles before the first step, with their target: each particle's prefix drawn by `generate`, given
     `prefix` (a reference's choices before the scan) when one is given."""
     space = ppl.state_space(model, args)
     space.check_observations(observations)  # each step slices its block: a wrong length would go unseen
@@ -57,8 +57,8 @@ def start(key: jax.Array, model: ppl.GenFn, args: tuple, observations: dict, con
     log_total = logsumexp(drawn.weight)
     log_z = log_total - jnp.log(config.n_particles)
     failed = ~jnp.isfinite(log_z)
-    return target, SMCState(particles, drawn.weight, log_total, resampling.ess(drawn.weight, log_total),
-                            jnp.where(failed, -jnp.inf, log_z), failed, target)
+    return SMCState(particles, drawn.weight, log_total, resampling.ess(drawn.weight, log_total),
+                    jnp.where(failed, -jnp.inf, log_z), failed, target)
 
 
 def init(key: jax.Array, model: ppl.GenFn, args: tuple, observations: dict, n_particles: int,
@@ -67,7 +67,7 @@ def init(key: jax.Array, model: ppl.GenFn, args: tuple, observations: dict, n_pa
     """The particles before the first step (the settings are `smc.run`'s)."""
     config = SMCConfig.of(n_particles, ess_threshold, resampling_scheme=resampling_scheme, proposal=proposal,
                           rejuvenation=rejuvenation, mesh=mesh)
-    return start(key, model, inputs.model_args(args), inputs.observations(observations), config)[1]
+    return start(key, model, inputs.model_args(args), inputs.observations(observations), config)
 
 
 def n_steps(state: SMCState) -> int:
@@ -89,7 +89,8 @@ def step(key: jax.Array, state: SMCState, t) -> tuple[SMCState, StepInfo]:
 
     def resample(particles):
         ancestors = resampling.get(config.resampling_scheme)(k_resample, log_w, n)
-        return constrain(config, gather(particles, ancestors)), ancestors, jnp.zeros(n), jnp.log(n).astype(log_total.dtype)
+        log_n = jnp.log(n).astype(log_total.dtype)
+        return constrain(config, gather(particles, ancestors)), ancestors, jnp.zeros(n), log_n
 
     def keep(particles):
         return particles, jnp.arange(n), log_w, log_total

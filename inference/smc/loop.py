@@ -27,7 +27,8 @@ def _record(target: Target, state: SMCState, info: StepInfo, t, record: Record) 
     return History(info.ancestors, info.choices, carries, state.log_weights)
 
 
-def iterate(step: Callable, key: jax.Array, state: SMCState, record: Record) -> tuple[SMCState, StepInfo, History | None]:
+def iterate(step: Callable, key: jax.Array, state: SMCState,
+            record: Record) -> tuple[SMCState, StepInfo, History | None]:
     """`step(key_t, state, t)` for t = 0..T-1: (the final state, the steps' infos stacked over time, the record)."""
     target = state.target
 

@@ -54,7 +54,8 @@ def mh_rejuvenation(selection: ppl.Selection, n_steps: int = 1) -> Kernel:
     return kernels.cycle(*[kernels.mh(selection)] * n_steps)
 
 
-def _result(key, target, state, infos, history: History | None, args) -> SMCResult:
+def _result(key, state, infos, history: History | None, args) -> SMCResult:
+    target = state.target
     config = target.config
     traces = None
     if config.record == "full":
@@ -66,23 +67,22 @@ def _result(key, target, state, infos, history: History | None, args) -> SMCResu
 @jit
 def _run_program(key, model, args, observations, config: SMCConfig) -> SMCResult:
     k_init, k_steps, k_traces = jax.random.split(key, 3)
-    target, state = start(k_init, model, args, observations, config)
+    state = start(k_init, model, args, observations, config)
     state, infos, history = iterate(step, k_steps, state, config.record)
-    return _result(k_traces, target, state, infos, history, args)
+    return _result(k_traces, state, infos, history, args)
 
 
 @jit
 def _csmc_program(key, model, args, observations, reference, config: SMCConfig) -> SMCResult:
     k_init, k_steps, k_traces = jax.random.split(key, 3)
     state = conditional_init(k_init, model, args, observations, reference, config)
-    target = state.target
     state, infos, history = iterate(conditional_step, k_steps, state, config.record)
     # the reference's particle moves to slot 0 (the final particles' order is free: nothing follows)
     slot = state.reference_slot
     order = jnp.arange(config.n_particles).at[0].set(slot).at[slot].set(0)
     history = jax.tree.map(lambda x: x.at[-1].set(x[-1][order]), history)
     state = dataclasses.replace(state, particles=gather(state.particles, order), log_weights=state.log_weights[order])
-    return _result(k_traces, target, state, infos, history, args)
+    return _result(k_traces, state, infos, history, args)
 
 
 def run(
