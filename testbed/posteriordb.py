@@ -17,7 +17,6 @@ vectors (`ordered`, `positive_ordered`) are `ppl.factor` terms.
 from __future__ import annotations
 
 import json
-import pathlib
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -29,8 +28,9 @@ from jax.scipy.stats import norm
 
 import ppl
 from ppl import dist
+from testbed.data import SHARED_DATA
 
-DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "posteriordb"
+DATA = SHARED_DATA / "posteriordb"
 
 constraints = dist.constraints
 

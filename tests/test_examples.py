@@ -14,12 +14,18 @@ EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
 sys.path.insert(0, str(EXAMPLES))
 
 
-@pytest.mark.parametrize("notebook", sorted(EXAMPLES.glob("*.ipynb")), ids=lambda p: p.name)
+READS_SHARED_DATA = {"01_regression_importance_sampling.ipynb", "03_eight_schools_nuts.ipynb"}  # posteriordb
+
+
+@pytest.mark.parametrize("notebook", [
+    pytest.param(p, marks=[pytest.mark.shared_data] if p.name in READS_SHARED_DATA else [])
+    for p in sorted(EXAMPLES.glob("*.ipynb"))], ids=lambda p: p.name)
 def test_notebook_executes(notebook):
     nb = nbformat.read(notebook, as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(EXAMPLES)}}).execute()
 
 
+@pytest.mark.shared_data
 def test_regression_importance_sampling_matches_reference():
     import regression as ex
 

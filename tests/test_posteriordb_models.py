@@ -15,6 +15,8 @@ from scipy import stats
 from scipy.special import logsumexp
 
 from testbed import posteriordb
+
+pytestmark = pytest.mark.shared_data  # every test here reads ../shared/data/posteriordb
 from testbed.posteriordb import NAMES, load
 
 norm = stats.norm.logpdf

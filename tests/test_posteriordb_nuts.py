@@ -15,6 +15,8 @@ import pytest
 from inference import mcmc
 from testbed import posteriordb
 
+pytestmark = pytest.mark.shared_data  # every test here reads ../shared/data/posteriordb
+
 
 @pytest.mark.parametrize("name", posteriordb.NAMES)
 def test_nuts_matches_reference(name):

@@ -2,7 +2,6 @@
 counts under jit and vmap over padded steps), answer extraction, and the SVAMP and GSM8K loaders."""
 
 import json
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -12,8 +11,7 @@ import ppl
 from inference.scaling import (ArithmeticVerifier, Problem, default_data_path, extract_answer, is_correct,
                                load_problems)
 from inference.scaling.verifier import DIGIT, EQUALS, OP, OTHER, SPACE, SUB
-
-SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from testbed.data import SHARED_DATA as SHARED
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +114,7 @@ def test_is_correct():
     assert not is_correct(17.0, 18.0) and not is_correct(None, 18.0)
 
 
+@pytest.mark.shared_data
 def test_load_svamp():
     problems = load_problems(str(SHARED / "svamp" / "svamp.json"))
     assert len(problems) == 700
@@ -126,6 +125,7 @@ def test_load_svamp():
     assert load_problems(str(SHARED / "svamp" / "svamp.json"), n=3, offset=1) == problems[1:4]
 
 
+@pytest.mark.shared_data
 def test_the_shipped_problems_are_svamp_0_to_399_and_the_first_gsm8k_training_problems():
     """What the package carries is the shared data's training rows, unchanged (so never a test problem)."""
     assert load_problems(default_data_path()) == load_problems("svamp") == load_problems(
@@ -133,6 +133,7 @@ def test_the_shipped_problems_are_svamp_0_to_399_and_the_first_gsm8k_training_pr
     assert load_problems("gsm8k") == load_problems(str(SHARED / "gsm8k" / "train.jsonl"), n=200)
 
 
+@pytest.mark.shared_data
 def test_load_gsm8k():
     path = str(SHARED / "gsm8k" / "test.jsonl")
     problems = load_problems(path)
