@@ -22,7 +22,7 @@ import ppl
 
 from .. import resampling
 from .config import SMCConfig
-from .extend import extend, gather, next_carries, reference_step, set_slot, step_keys, weigh
+from .extend import extend, gather, reference_step, set_slot, step_keys, weigh
 from .filtering import start
 from .state import CSMCState, StepInfo
 
@@ -85,8 +85,10 @@ def conditional_step(key: jax.Array, state: CSMCState, t) -> tuple[CSMCState, St
     particles, ancestors, log_w, log_total, slot, (ref_trace, ref_increment) = jax.lax.cond(
         t > 0, resample, first, state.particles)
     traces, increments = extend(k_extend, target, particles, t)
-    choices, increments = set_slot((traces.choices, increments), slot, (ref_trace.choices, ref_increment))
-    carries = set_slot(next_carries(target, traces), slot, target.space.next_carry(ref_trace.retval))
+    # one select puts the reference's step in its slot; the carries follow from the merged return values
+    choices, retvals, increments = set_slot((traces.choices, traces.retval, increments), slot,
+                                            (ref_trace.choices, ref_trace.retval, ref_increment))
+    carries = jax.vmap(target.space.next_carry)(retvals)
     weighed = weigh(log_w, log_total, increments, state.log_marginal, state.failed, slot)
     info = StepInfo(weighed.ess, jnp.asarray(t > 0), weighed.log_marginal, jnp.zeros(()), ancestors, choices)
     return dataclasses.replace(state, particles=particles._replace(carry=carries), reference_slot=slot,
