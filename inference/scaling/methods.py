@@ -112,8 +112,13 @@ def particle_gibbs(key: jax.Array, step: ppl.GenFn, potential: Any, state0: Any,
     sampling), each drawing the next trajectory from its particles. The candidates are the sweeps'
     trajectories (samples from the tilted target as the chain mixes), with equal weights.
 
+    Ancestor sampling is exact here: the state is the text so far, so each candidate ancestor has the
+    reference's remaining steps teacher-forced from its context and their potentials recomputed (one
+    step's forward pass per remaining step, batched over the candidates).
+
     Tokens: the first trajectory's, plus each sweep's N - 1 new particles, counted as N - 1 times the
-    new trajectory's step lengths (the kernel keeps no per-particle record).
+    new trajectory's step lengths (the kernel keeps no per-particle record; the rescored tokens, which
+    are scored and not generated, are not counted).
     """
     model = reasoning_model(n_steps, float(temperature), reward)
     args = (step, as_module(potential), state0)

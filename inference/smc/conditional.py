@@ -5,10 +5,12 @@ Resampling happens before every step but the first, by conditional systematic re
 (`resampling.conditional_systematic`): the reference's slot and the shared uniform are drawn
 together given the reference's ancestor, which keeps the CSMC kernel exact. The ancestor is
 the reference's own past, or with ancestor sampling (Lindsten, Jordan & Schön 2014) it is
-redrawn with weights w_{t-1}^i p(x_t^ref, y_t | carry_{t-1}^i): exactly ("exact", N
-densities) or by one Metropolis-Hastings step towards that law ("metropolis", two densities).
-That weight is exact when a step's carry is determined by its own choices (the usual
-state-space case). The reference's step then takes its slot in the extended particles.
+redrawn with weights w_{t-1}^i p(x_{t:T}^ref, y_{t:T} | carry_{t-1}^i): exactly ("exact", N
+candidates) or by one Metropolis-Hastings step towards that law ("metropolis", two). Where the
+carry after a step is decided by its choices (the usual state-space model) the weight is the
+step's own density; otherwise (a language model's context) the reference's future is rescored
+from each candidate's carry (`future`). The reference's step then takes its slot in the
+extended particles.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from .. import resampling
 from .config import SMCConfig
 from .extend import extend, gather, reference_step, set_slot, step_keys, weigh
 from .filtering import start
+from .future import carry_forgets_past, future_log_density
 from .state import CSMCState, StepInfo
 
 __all__ = ["conditional_init", "conditional_step"]
@@ -54,9 +57,21 @@ def conditional_step(key: jax.Array, state: CSMCState, t) -> tuple[CSMCState, St
     # step t's slices of the reference and the observations, taken once, outside the branches that read them
     ref_t, observed = jax.tree.map(lambda x: x[t], target.reference), target.observed(t)
 
+    # decided when the step is traced: does the reference's future after step t depend on the candidate?
+    one_step = config.ancestor_sampling == "none" or carry_forgets_past(
+        target.space, target.scan_args.of(gather(state.particles, 0)), ref_t, gather(state.particles.carry, 0))
+
     def from_each(particles):
-        """The reference's step from every particle's carry."""
-        return jax.vmap(lambda p: reference_step(k_extend, target, p, ref_t, observed, t))(particles)
+        """The reference's step from every particle's carry: (traces, log p(x_{t:T}^ref, y_{t:T} | carry) for
+        ancestor sampling, incremental weights)."""
+        def one(p):
+            trace, log_p, increment = reference_step(k_extend, target, p, ref_t, observed, t)
+            if not one_step:
+                log_p += future_log_density(k_extend, target.space, target.scan_args.of(p), target.reference,
+                                            target.space.next_carry(trace.retval), t + 1)
+            return trace, log_p, increment
+
+        return jax.vmap(one)(particles)
 
     def from_slot(particles, slot):
         """The reference's step from the carry in `slot`: (its trace, its incremental weight)."""

@@ -27,7 +27,7 @@ import ppl
 
 from .. import inputs, resampling
 from .config import SMCConfig
-from .dependence import key_dependent
+from .dependence import dependent_outputs
 from .extend import extend, gather, next_carries, rejuvenate, step_keys, weigh
 from .sharding import constrain, replicated
 from .state import Particles, ScanArgs, SMCState, StepInfo, Target
@@ -49,7 +49,7 @@ def start(key: jax.Array, model: ppl.GenFn, args: tuple, observations: dict, con
 
     drawn = jax.vmap(prefix_of)(jax.random.split(key, config.n_particles))
     leaves, treedef = jax.tree.flatten(drawn.scan_args)
-    per_particle = key_dependent(lambda k: jax.tree.leaves(prefix_of(k).scan_args), key)
+    per_particle = dependent_outputs(lambda k: jax.tree.leaves(prefix_of(k).scan_args), key)
     shared = ScanArgs(treedef, {i: x[0] for i, x in enumerate(leaves) if not per_particle[i]})
     target = Target(space, observations, shared, config, reference)
     particles = constrain(config, Particles(drawn.choices, {i: x for i, x in enumerate(leaves) if per_particle[i]},

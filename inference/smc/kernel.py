@@ -34,7 +34,9 @@ def csmc_kernel(
     its final weight, or, with `backward_sampling`, a backward-simulated path
     (Whiteley 2010). Either leaves p(trajectory | parameters, observations)
     invariant (Andrieu, Doucet & Holenstein 2010). `ancestor_sampling` is as in
-    `csmc` (True, "metropolis" or False). `Info.accepted` says whether the
+    `csmc` (True, "metropolis" or False). Ancestor and backward sampling are exact for
+    any carry: one that holds the past (a language model's context) has the trajectory's
+    future rescored from each candidate (`smc.conditional_step`). `Info.accepted` says whether the
     trajectory changed. Cycle it with kernels on the parameters for particle Gibbs:
 
         kernels.cycle(smc.csmc_kernel(obs, 20), kernels.nuts(ppl.sel("sigma"), 0.2))

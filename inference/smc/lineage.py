@@ -1,7 +1,7 @@
 """Trajectories from a filter's per-step record: particles' lineages, and backward simulation.
 
 `backward_sample` draws trajectories from the smoothing distribution through the stored
-filtering distributions (Godsill, Doucet & West 2004).
+filtering distributions (Godsill, Doucet & West 2004), for any carry (see `future`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import ppl
 from .. import resampling
 from .._jit import jit
 from .extend import gather
+from .future import carry_forgets_past, future_log_density
 from .state import History, Particles
 
 __all__ = ["backward_sample", "backward_trajectory", "final_traces", "lineage", "lineages"]
@@ -47,22 +48,28 @@ def final_traces(key: jax.Array, space: ppl.StateSpace, args: tuple, particles: 
 
 def backward_trajectory(key: jax.Array, space: ppl.StateSpace, scan_args: tuple, history: History) -> Any:
     """One trajectory of step choices (T, ...) by backward simulation through `history`, whose prefix (and so
-    `scan_args`) all particles share."""
+    `scan_args`) all particles share. Particle i at step t is weighed by w_t^i p(x_{t+1:T}, y_{t+1:T} | carry_t^i):
+    one step's density when the carry forgets the past, the whole drawn future otherwise (`future`)."""
     T = history.log_weights.shape[0]
     keys = jax.random.split(key, T)
     last = resampling.categorical(keys[-1], history.log_weights[-1], 1)[0]
-    x_last = gather(gather(history.choices, T - 1), last)
+    # the trajectory drawn so far, filled from the end (its entries before t + 1 are not read at step t)
+    drawn = jax.tree.map(lambda x: x[:, last], history.choices)
+    one_step = carry_forgets_past(space, scan_args, gather(drawn, 0), gather(gather(history.carries, 0), 0))
 
-    def back(x_next, inputs):
-        t, k = inputs  # choose x_t given x_{t+1}
-        carries = gather(history.carries, t)
-        logits = history.log_weights[t] + jax.vmap(
-            lambda c: space.step.assess(x_next, *space.step_args(scan_args, t + 1, c))[0])(carries)
+    def back(drawn, inputs):
+        t, k = inputs  # choose x_t given x_{t+1:T}
+        if one_step:
+            x_next = gather(drawn, t + 1)
+            score = lambda c: space.step.assess(x_next, *space.step_args(scan_args, t + 1, c))[0]  # noqa: E731
+        else:
+            score = lambda c: future_log_density(k, space, scan_args, drawn, c, t + 1)  # noqa: E731
+        logits = history.log_weights[t] + jax.vmap(score)(gather(history.carries, t))
         x_t = gather(gather(history.choices, t), resampling.categorical(k, logits, 1)[0])
-        return x_t, x_t
+        return jax.tree.map(lambda a, x: a.at[t].set(x), drawn, x_t), None
 
-    _, xs = jax.lax.scan(back, x_last, (jnp.arange(T - 1), keys[:-1]), reverse=True)
-    return jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]], axis=0), xs, x_last)
+    drawn, _ = jax.lax.scan(back, drawn, (jnp.arange(T - 1), keys[:-1]), reverse=True)
+    return drawn
 
 
 def backward_sample(key: jax.Array, model: ppl.GenFn, args: tuple, result, n_samples: int = 1) -> Any:

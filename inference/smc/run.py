@@ -137,9 +137,10 @@ def csmc(
 
     Every particle shares the reference's choices before the scan (static parameters are
     conditioned on, as in particle Gibbs); resampling is conditional systematic at every step
-    (see `smc.conditional_step`). `ancestor_sampling` is True (an exact draw from N densities per
-    step), "metropolis" (one Metropolis-Hastings step, two densities) or False (the reference keeps
-    its own past). The final traces' slot 0 is the reference (up to ancestor sampling rewriting its past).
+    (see `smc.conditional_step`). `ancestor_sampling` is True (an exact draw among the N particles
+    each step), "metropolis" (one Metropolis-Hastings step between two) or False (the reference keeps
+    its own past); a candidate's weight is one step's density, or the reference's whole future
+    rescored from it when the step's carry holds the past. The final traces' slot 0 is the reference (up to ancestor sampling rewriting its past).
     """
     config = SMCConfig.of(n_particles, 1.0, ancestor_sampling=ancestor_sampling_mode(ancestor_sampling),
                           proposal=proposal)
