@@ -14,6 +14,10 @@ a jitted call that returns the model's trace takes 11 us longer than one that re
 score (T = 50), 7% of an SMC run at N = 10.
 
     python benchmarks/bench_pgibbs.py [--particles 10,100,1000] [--T 50,200] [--repeats 5] [--all-cores]
+                                      [--model lgssm|running-sum]
+
+`--model running-sum` runs the same programs on `testbed.non_markov.running_sum`, whose carry holds
+the past, so ancestor and backward sampling rescore the trajectory's future from each candidate.
 
 Prints, for each (N, T), sweeps per second (median of `--repeats` timed calls, compilation
 excluded, implementations taking turns) of CSMC with ancestor sampling (the default: an
@@ -61,26 +65,42 @@ from bench_smc import DATA_SEED, time_round_robin  # noqa: E402  (this script's 
 from inference import smc  # noqa: E402
 from testbed import oracles  # noqa: E402
 from testbed.lgssm import A, C, M0, P0, Q, R, lgssm  # noqa: E402
+from testbed.non_markov import SUM_Q, SUM_R, running_sum  # noqa: E402
 
 
-def implementations(n: int, T: int) -> dict:
+def lgssm_case(T: int) -> tuple:
+    """The linear-Gaussian model, its arguments and simulated observations."""
     _, ys = oracles.lgssm_simulate(np.random.default_rng(DATA_SEED), T, A, C, Q, R, M0, P0)
-    flags, obs = jnp.arange(T) == 0, {"steps": {"y": jnp.asarray(ys, jnp.float32)}}
-    args = (flags,)
-    trace, _ = lgssm.generate(jax.random.key(0), obs, *args)
+    return lgssm, (jnp.arange(T) == 0,), {"steps": {"y": jnp.asarray(ys, jnp.float32)}}
+
+
+def running_sum_case(T: int) -> tuple:
+    """`testbed.non_markov.running_sum`, whose carry holds the past: ancestor and backward sampling rescore the
+    future (O(N T^2) a sweep)."""
+    rng = np.random.default_rng(DATA_SEED)
+    ys = np.cumsum(rng.normal(0, np.sqrt(SUM_Q), T)) + rng.normal(0, np.sqrt(SUM_R), T)
+    return running_sum, (jnp.arange(T),), {"steps": {"y": jnp.asarray(ys, jnp.float32)}}
+
+
+CASES = {"lgssm": lgssm_case, "running-sum": running_sum_case}
+
+
+def implementations(n: int, T: int, case: str = "lgssm") -> dict:
+    model, args, obs = CASES[case](T)
+    trace, _ = model.generate(jax.random.key(0), obs, *args)
 
     # Every program below runs K sweeps (or K SMC runs) in one compiled loop, as `pgibbs.run` runs its sweeps,
     # and keeps all that each one returns; only one array goes back to the timer, so no sweep or run pays for
     # handing a result back to Python.
     def sweep(**kwargs):
         kernel = smc.csmc_kernel(obs, n, **kwargs)
-        chain = jax.jit(lambda key: jax.lax.scan(lambda tr, k: kernel.step(k, tr, lgssm, args), trace,
+        chain = jax.jit(lambda key: jax.lax.scan(lambda tr, k: kernel.step(k, tr, model, args), trace,
                                                  jax.random.split(key, K)))
         return lambda key: chain(key)[0].score
 
     def runs(return_traces, kept=lambda result: result):
         loop = jax.jit(lambda key: jax.lax.map(
-            lambda k: kept(smc.run(k, lgssm, args, obs, n, ess_threshold=1.0, return_traces=return_traces)),
+            lambda k: kept(smc.run(k, model, args, obs, n, ess_threshold=1.0, return_traces=return_traces)),
             jax.random.split(key, K)))
         return lambda key: jax.tree.leaves(loop(key))[0]
 
@@ -107,13 +127,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--min-run-s", type=float, default=0.3, help="length of one timed run")
     parser.add_argument("--all-cores", action="store_true", help="do not pin the process to one core")
+    parser.add_argument("--model", choices=list(CASES), default="lgssm")
     opts = parser.parse_args()
     keys = iter(jax.random.split(jax.random.key(1), 1_000_000))
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {CORES}; median of {opts.repeats} runs\n")
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {CORES}; {opts.model}; median of {opts.repeats} runs\n")
     header = f"{'N':>5} {'T':>4}  {'implementation':<30} {'per s':>9} {'/ smc.run':>9} {'/ filter':>9} {'compile s':>9}"
     print(header + "\n" + "-" * len(header))
     for n, T in itertools.product(map(int, opts.particles.split(",")), map(int, opts.T.split(","))):
-        compile_s, seconds, _ = time_round_robin(implementations(n, T), keys, opts.repeats, opts.min_run_s)
+        compile_s, seconds, _ = time_round_robin(implementations(n, T, opts.model), keys, opts.repeats, opts.min_run_s)
         base, bare = seconds[BASELINE], seconds[BARE]
         for name, s in seconds.items():
             print(f"{n:>5} {T:>4}  {name:<30} {K / s:>9.1f} {s / base:>9.2f} {s / bare:>9.2f} {compile_s[name]:>9.2f}")
