@@ -183,3 +183,15 @@ def test_vi_fit_with_a_rebuilt_vi_elbo():
 
 def test_vi_fit_with_a_rebuilt_vi_iwae_and_its_estimators():
     assert_reused(lambda seed: fit(seed, vi.iwae(conjugate, mean_field, 2, estimators={"mu": vi.reinforce})))
+
+
+def last_state(x_prev, x):
+    return x
+
+
+def test_smc_paris():
+    def call(seed):
+        flags, obs = ar_data()
+        return smc.paris(jax.random.key(seed), ar_model, (flags,), {**obs, "a": 0.5}, last_state, 8).estimate
+
+    assert_reused(call)
