@@ -9,9 +9,24 @@ flag is true. Traces of `ppl.cond`/`ppl.switch` use it for addresses that only
 some branches visit, and a `Masked` constraint constrains only where its flag
 is true.
 
-The operations inference builds on: `split` by a selection, `latents` (the
-unobserved choices), `outside` (all but the sub-map at a path), `flatten` to
-`(path, value)` pairs, `has_masked` and `drop_masked`, and `merge`.
+The operations (docs/language.md has the same list):
+
+- `split(choices, selection)`: `(selected, rest)`, inside and outside a selection.
+- `latents(choices, observations)`: the choices at no address of `observations`.
+- `outside(choices, path)`: all but the sub-map at `path`.
+- `flatten(choices, prefix=())`: `[(path, value)]` for every value, in order.
+- `has_masked(choices)`: whether some leaf is `Masked`.
+- `drop_masked(choices)`: `choices` without its `Masked` leaves.
+- `merge(first, second)`: both maps in one (an address in both is an error).
+- `normalize(choices)`: nested dicts; `None` becomes `{}`, tuple keys nest.
+- `nest(flat)`: `{path: value}` as nested dicts.
+- `subconstraint(choices, path)`: the part at `path`, or `None`.
+- `index(choices, i)`: element `i` of a batched map, `Masked` flags kept.
+- `masked(value, flag)`: a `Masked` leaf with `flag` broadcast to `value`'s shape.
+- `unmask(choices)`: each `Masked` leaf replaced by its value.
+- `check_observations(choices)`: raise naming the address of a NaN value.
+- `check_all_visited(choices, visited, what)`: raise naming an unvisited address.
+- `check_selected(paths, choices)`: raise naming a selected path that is no address.
 """
 
 from __future__ import annotations

@@ -2,9 +2,11 @@
 
 import jax
 import jax.numpy as jnp
+import pytest
 
 import ppl
 from ppl import choicemap, dist
+from ppl.errors import ModelError
 
 # Masked leaves are compared by identity (dict equality tries `is` before `==`), so one object is used throughout.
 M = ppl.Masked(jnp.arange(3.0), jnp.array([True, False, True]))
@@ -138,3 +140,138 @@ def test_operations_on_a_traces_choices():
         ("sigma",), ("steps", "x"), ("steps", "y"),
     ]
 
+
+
+def test_normalize_nests_tuple_keys_and_merges_them_with_nested_ones():
+    assert choicemap.normalize(None) == {}
+    assert choicemap.normalize(5.0) == 5.0  # a bare value is returned as it is
+    assert choicemap.normalize({("a", "b"): 1.0, "c": 2.0}) == {"a": {"b": 1.0}, "c": 2.0}
+    assert choicemap.normalize({("a", "b"): 1.0, "a": {"c": 2.0}}) == {"a": {"b": 1.0, "c": 2.0}}
+    assert choicemap.normalize({"a": {("b", "c"): 1.0}}) == {"a": {"b": {"c": 1.0}}}  # nested maps too
+    assert choicemap.normalize({("a",): M}) == {"a": M}
+
+
+def test_normalize_error_names_the_address_that_holds_a_value_and_sub_addresses():
+    with pytest.raises(ModelError, match=r"both a value and sub-addresses at \('a',\)"):
+        choicemap.normalize({"a": 1.0, ("a", "b"): 2.0})
+
+
+def test_normalize_rejects_the_empty_tuple_key():
+    with pytest.raises(ModelError, match="a choice map key is the empty tuple"):
+        choicemap.normalize({(): 1.0})
+
+
+def test_merge_joins_nested_maps():
+    assert choicemap.merge({"a": 1.0, "s": {"x": 2.0}}, {"s": {"y": M}, "b": 4.0}) == {
+        "a": 1.0, "s": {"x": 2.0, "y": M}, "b": 4.0,
+    }
+    assert choicemap.merge({("s", "x"): 2.0}, {"s": {"t": {"u": 3.0}}}) == {"s": {"x": 2.0, "t": {"u": 3.0}}}
+    first = {"a": 1.0}
+    merged = choicemap.merge(first, {"b": 2.0})
+    assert merged == {"a": 1.0, "b": 2.0} and first == {"a": 1.0}  # the input is not changed
+
+
+def test_merge_with_empty_maps():
+    assert choicemap.merge({}, CHOICES) == CHOICES
+    assert choicemap.merge(CHOICES, None) == CHOICES
+    assert choicemap.merge(None, None) == {}
+    assert choicemap.merge({"a": 1.0}, {"a": {}}) == {"a": 1.0}  # an empty sub-map gives no value
+
+
+def test_merge_rejects_an_address_given_twice():
+    # the error does not name the address (ModelError.address is empty): only that some address is given twice
+    with pytest.raises(ModelError, match="two choice maps both give a value at the same address") as info:
+        choicemap.merge({"a": 1.0, "s": {"x": 2.0}}, {"s": {"x": 3.0}})
+    assert info.value.address == ()
+    with pytest.raises(ModelError, match="give each address once"):
+        choicemap.merge({"a": 1.0}, {"a": {"b": 2.0}})  # a value and a sub-map at one address
+
+
+def test_subconstraint_is_the_part_at_a_path_or_none():
+    assert choicemap.subconstraint(CHOICES, ("s",)) is CHOICES["s"]
+    assert choicemap.subconstraint(CHOICES, ("s", "t", "u")) == 3.0
+    assert choicemap.subconstraint(CHOICES, ("s", "y")) is M
+    assert choicemap.subconstraint(CHOICES, ()) is CHOICES
+    assert choicemap.subconstraint(CHOICES, ("missing",)) is None
+    assert choicemap.subconstraint(CHOICES, ("a", "below")) is None  # a value has no sub-addresses
+    assert choicemap.subconstraint({"s": {}}, ("s",)) is None  # an empty sub-map is nothing
+    assert choicemap.subconstraint({}, ()) is None
+    assert choicemap.subconstraint(None, ("s",)) is None
+
+
+def test_nest_turns_paths_into_nested_dicts():
+    assert choicemap.nest({("a", "b"): 1.0, ("a", "c"): 2.0, ("d",): 3.0}) == {"a": {"b": 1.0, "c": 2.0}, "d": 3.0}
+    assert choicemap.nest({}) == {}
+    assert choicemap.nest(dict(choicemap.flatten(CHOICES))) == CHOICES  # the inverse of flatten
+
+
+def test_index_takes_one_element_of_every_leaf_and_keeps_masked_flags():
+    batched = {"x": jnp.array([1.0, 2.0, 3.0]), "s": {"y": ppl.Masked(jnp.array([4.0, 5.0, 6.0]),
+                                                                       jnp.array([True, False, True]))}}
+    one = choicemap.index(batched, 1)
+    assert float(one["x"]) == 2.0
+    assert isinstance(one["s"]["y"], ppl.Masked)
+    assert float(one["s"]["y"].value) == 5.0 and not bool(one["s"]["y"].valid)
+    last = choicemap.index(batched, -1)
+    assert float(last["x"]) == 3.0 and bool(last["s"]["y"].valid)
+    sliced = choicemap.index(batched, slice(0, 2))
+    assert sliced["x"].tolist() == [1.0, 2.0] and sliced["s"]["y"].valid.tolist() == [True, False]
+
+
+def test_unmask_keeps_values_and_drops_flags():
+    assert choicemap.unmask({"a": 1.0, "s": {"y": M}}) == {"a": 1.0, "s": {"y": M.value}}
+    assert choicemap.unmask(M) is M.value
+    assert choicemap.unmask({}) == {}
+
+
+def test_check_all_visited_passes_visited_addresses_and_those_under_a_visited_callee():
+    choicemap.check_all_visited({"a": 1.0, "s": {"x": 2.0}}, {("a",), ("s", "x")})
+    choicemap.check_all_visited({"s": {"deep": {"er": 1.0}}}, {("s",)})  # the callee at "s" checks the rest
+    choicemap.check_all_visited({}, {("a",)})
+    choicemap.check_all_visited(None, set())
+    choicemap.check_all_visited(5.0, set())  # a bare value is not checked
+
+
+def test_check_all_visited_error_names_the_unvisited_address():
+    with pytest.raises(ModelError) as info:
+        choicemap.check_all_visited({"a": 1.0, "s": {"z": 1.0}}, {("a",), ("s", "x")})
+    assert info.value.address == ("s", "z")
+    assert str(info.value) == (
+        "at address 's/z': a constraint is given at an address the model never visits; remove it or fix its name "
+        "(addresses visited here: 'a', 's/x')"
+    )
+
+
+def test_check_all_visited_error_names_a_value_given_above_the_visited_addresses():
+    with pytest.raises(ModelError, match="^at address 's': a value is given at an address") as info:
+        choicemap.check_all_visited({"s": 1.0}, {("s", "x")}, what="value")
+    assert info.value.address == ("s",)
+
+
+def test_check_all_visited_error_lists_at_most_twelve_visited_addresses():
+    visited = {(f"v{i:02d}",) for i in range(13)}
+    with pytest.raises(ModelError, match=r"'v10', 'v11' \.\.\.\)$") as info:
+        choicemap.check_all_visited({"w": 1.0}, visited)
+    assert info.value.address == ("w",)
+    assert "'v12'" not in str(info.value)
+
+
+def test_check_selected_passes_addresses_and_their_prefixes():
+    choicemap.check_selected({("a",), ("s",), ("s", "t"), ("s", "t", "u"), ()}, CHOICES)
+    choicemap.check_selected(set(), {})
+
+
+def test_check_selected_error_names_the_first_missing_address():
+    with pytest.raises(ModelError) as info:
+        choicemap.check_selected({("s", "z"), ("zz",)}, {"a": 1.0, "s": {"x": 1.0}})
+    assert info.value.address == ("s", "z")  # sorted by str: ('s', 'z') before ('zz',)
+    assert str(info.value) == (
+        "at address 's/z': the selection names an address the model never visits, so it selects nothing there; "
+        "fix its name (addresses visited here: 'a', 's/x')"
+    )
+
+
+def test_check_selected_error_below_a_value():
+    with pytest.raises(ModelError, match="^at address 'a/below': the selection names an address") as info:
+        choicemap.check_selected({("a", "below")}, {"a": 1.0})
+    assert info.value.address == ("a", "below")
