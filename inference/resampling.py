@@ -40,7 +40,7 @@ return NaN in that case).
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from typing import Callable, Literal, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -48,6 +48,7 @@ import jax.numpy as jnp
 __all__ = [
     "SCHEMES",
     "Scheme",
+    "SchemeName",
     "ancestor_sampled_systematic",
     "categorical",
     "conditional_systematic",
@@ -67,6 +68,10 @@ class Scheme(Protocol):
     """The signature shared by every resampling scheme."""
 
     def __call__(self, key: jax.Array, log_weights: jax.Array, n: int | None = None) -> jax.Array: ...
+
+
+SchemeName = Literal["multinomial", "stratified", "systematic", "residual"]
+"""The names `get` accepts (the keys of `SCHEMES`); `get` checks a name at run time and lists these if it is unknown."""
 
 
 def normalize(log_weights: jax.Array) -> jax.Array:

@@ -130,7 +130,7 @@ def temper(
     target_ess: float = 0.5,
     n_mcmc: int = 5,
     max_stages: int = 100,
-    resampling_scheme: str = "systematic",
+    resampling_scheme: resampling.SchemeName = "systematic",
     selection: ppl.Selection | None = None,
 ) -> TemperingResult:
     """Adaptive tempering SMC from prior to posterior (see the module docstring).
@@ -191,7 +191,7 @@ def anneal(
     observations: dict,
     n_particles: int,
     n_mcmc: int = 5,
-    resampling_scheme: str = "systematic",
+    resampling_scheme: resampling.SchemeName = "systematic",
     selection: ppl.Selection | None = None,
 ) -> TemperingResult:
     """SMC through the targets `model(*args_k)`, k = 0..K (arrays in `args_sequence` stacked on axis 0).

@@ -2,6 +2,7 @@
 
 import collections
 import functools
+import typing
 
 import jax
 import jax.extend
@@ -176,6 +177,10 @@ def test_get():
         resampling.get("sytematic")
     for name in SCHEMES:
         assert name in str(info.value)
+
+
+def test_scheme_name_lists_exactly_the_names_get_accepts():
+    assert typing.get_args(resampling.SchemeName) == tuple(SCHEMES)
 
 
 def test_categorical_draws_are_iid_with_the_weights():

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 import ppl
 from inference import smc
+from inference.resampling import SchemeName
 
 from .model import reasoning_model
 
@@ -52,7 +53,7 @@ def _step_counts(step_choices: Any, eos: int, batch_ndim: int) -> tuple[jax.Arra
 
 def particle_filter(key: jax.Array, step: ppl.GenFn, potential: Any, state0: Any, n_particles: int, n_steps: int,
                     temperature: float = 1.0, reward: str = "emission", ess_threshold: float = 1.0,
-                    resampling_scheme: str = "systematic", eos: int | None = None) -> Candidates:
+                    resampling_scheme: SchemeName = "systematic", eos: int | None = None) -> Candidates:
     """Particle filtering over reasoning steps (Puri et al. 2025): extend every particle by one step, weight
     by the potential, resample (every step with `ess_threshold=1`, or when ESS/N falls below it).
 

@@ -33,7 +33,7 @@ class SMCConfig(eqx.Module):
     """A particle filter's settings (see `smc.run` for their meaning)."""
 
     n_particles: int = eqx.field(static=True)
-    resampling_scheme: str = eqx.field(static=True, default="systematic")
+    resampling_scheme: resampling.SchemeName = eqx.field(static=True, default="systematic")
     ess_threshold: float = eqx.field(static=True, default=0.5)
     record: Record = eqx.field(static=True, default="full")
     ancestor_sampling: AncestorSampling = eqx.field(static=True, default="none")

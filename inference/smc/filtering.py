@@ -62,8 +62,8 @@ def start(key: jax.Array, model: ppl.GenFn, args: tuple, observations: dict, con
 
 
 def init(key: jax.Array, model: ppl.GenFn, args: tuple, observations: dict, n_particles: int,
-         proposal: ppl.GenFn | None = None, resampling_scheme: str = "systematic", ess_threshold: float = 0.5,
-         rejuvenation=None, mesh: jax.sharding.Mesh | None = None) -> SMCState:
+         proposal: ppl.GenFn | None = None, resampling_scheme: resampling.SchemeName = "systematic",
+         ess_threshold: float = 0.5, rejuvenation=None, mesh: jax.sharding.Mesh | None = None) -> SMCState:
     """The particles before the first step (the settings are `smc.run`'s)."""
     config = SMCConfig.of(n_particles, ess_threshold, resampling_scheme=resampling_scheme, proposal=proposal,
                           rejuvenation=rejuvenation, mesh=mesh)

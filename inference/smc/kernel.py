@@ -12,7 +12,7 @@ from .. import inputs, resampling
 from ..mcmc import kernels
 from ..mcmc.kernels import Kernel
 from .conditional import conditional_init, conditional_step
-from .config import SMCConfig, ancestor_sampling_mode
+from .config import AncestorSampling, SMCConfig, ancestor_sampling_mode
 from .lineage import backward_trajectory, lineage
 from .loop import iterate
 
@@ -22,7 +22,7 @@ __all__ = ["CSMCMove", "csmc_kernel"]
 def csmc_kernel(
     observations: dict,
     n_particles: int,
-    ancestor_sampling: bool | str = True,
+    ancestor_sampling: bool | AncestorSampling = True,
     backward_sampling: bool = False,
     proposal: ppl.GenFn | None = None,
 ) -> Kernel:

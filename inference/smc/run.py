@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -14,9 +14,10 @@ from .. import inputs
 from .._jit import jit
 from ..mcmc import kernels
 from ..mcmc.kernels import Kernel
+from ..resampling import SchemeName
 from ..weighted import WeightedParticles
 from .conditional import conditional_init, conditional_step
-from .config import SMCConfig, ancestor_sampling_mode, record_mode
+from .config import AncestorSampling, SMCConfig, ancestor_sampling_mode, record_mode
 from .extend import gather
 from .filtering import start, step
 from .lineage import final_traces
@@ -92,10 +93,10 @@ def run(
     observations: dict,
     n_particles: int,
     proposal: ppl.GenFn | None = None,
-    resampling_scheme: str = "systematic",
+    resampling_scheme: SchemeName = "systematic",
     ess_threshold: float = 0.5,
     rejuvenation: Kernel | None = None,
-    return_traces: bool | str = True,
+    return_traces: bool | Literal["history"] = True,
     mesh: jax.sharding.Mesh | None = None,
 ) -> SMCResult:
     """Sequential Monte Carlo over the steps of `model`'s `ppl.scan` (`smc.init` and `smc.step`, looped).
@@ -130,7 +131,7 @@ def csmc(
     observations: dict,
     reference: dict,
     n_particles: int,
-    ancestor_sampling: bool | str = True,
+    ancestor_sampling: bool | AncestorSampling = True,
     proposal: ppl.GenFn | None = None,
 ) -> SMCResult:
     """Conditional SMC: `reference` (a full choice map of the model) is kept as one of the particles.
