@@ -21,7 +21,11 @@ or backward sampling (Whiteley 2010) fixes this, and `update_rate` measures it.
 argument, by Markov score climbing (Gu & Kong 1998; Naesseth, Lindsten & Blei
 2020): each iteration runs CSMC at the current θ, estimates the score by Fisher's
 identity ∇ log p(y | θ) = E[∇ log p(x, y | θ) | y], with the expectation taken
-over the CSMC's weighted lineages, and takes an optax step.
+over the CSMC's weighted lineages, and takes an optax step; `method="ppg"` takes
+the expectation by conditional PaRIS instead.
+
+`ppg` (PaRIS particle Gibbs, from `inference.ppg`) estimates smoothed additive
+functionals by a chain of conditional PaRIS sweeps.
 """
 
 from __future__ import annotations
@@ -40,8 +44,9 @@ from .mcmc import kernels, run as mcmc_run
 from .mcmc.kernels import Kernel
 from .mcmc.progress import progress, progress_callback
 from .mcmc.result import MCMCResult
+from .ppg import PPGResult, check_params_free_carry, ppg, prefix_score, step_score
 
-__all__ = ["LearnResult", "learn", "run", "update_rate"]
+__all__ = ["LearnResult", "PPGResult", "learn", "ppg", "run", "update_rate"]
 
 
 def run(
@@ -118,32 +123,61 @@ class LearnResult(NamedTuple):
     """Each iteration's conditional-SMC log Ẑ (a noisy, upward-biased log-likelihood monitor)."""
 
 
-@eqx.filter_jit
-def _learn_program(key, model, params, args, observations, trace, optimizer, cfg):
-    n_particles, num_steps, ancestor_sampling, show_progress = cfg
-    tick = progress_callback(num_steps) if show_progress else None
+class _LearnSettings(NamedTuple):
+    n_particles: int
+    num_steps: int
+    ancestor_sampling: bool | str
+    show_progress: bool
+    method: str
+    n_backward: int
 
-    def log_joint(p, choices):
-        return model.assess(choices, p, *args)[0]
+
+def _msc_score(key, model, params, args, observations, reference, settings: _LearnSettings):
+    """Markov score climbing's step: CSMC's weighted lineages average ∇_θ log p(x, y | θ); the next reference is
+    a lineage drawn by weight."""
+    k_csmc, k_pick = jax.random.split(key)
+    res = smc.csmc(k_csmc, model, (params, *args), observations, reference, settings.n_particles,
+                   ancestor_sampling=settings.ancestor_sampling)
+    w = resampling.weights(res.log_weights)
+    scores = jax.vmap(jax.grad(lambda p, c: model.assess(c, p, *args)[0]), in_axes=(None, 0))(
+        params, res.traces.choices)
+    score = jax.tree.map(lambda s: jnp.tensordot(w, s, axes=1), scores)
+    reference = ppl.choicemap.index(res.traces.choices, jax.random.categorical(k_pick, res.log_weights))
+    return score, reference, res.log_marginal
+
+
+def _ppg_score(key, model, params, args, observations, reference, settings: _LearnSettings):
+    """PaRIS particle Gibbs' step: conditional PaRIS of the step scores (Fisher's identity) plus the prefix's
+    score; the next reference is traced back through the backward draws."""
+    space = ppl.state_space(model, (params, *args))
+    prefix = ppl.choicemap.outside(reference, space.path)
+    steps = ppl.choicemap.subconstraint(reference, space.path)
+    check_params_free_carry(space, prefix, params, args, jax.tree.map(lambda x: x[0], steps))
+    config = smc.SMCConfig.of(settings.n_particles, 1.0, record="none")
+    res, reference = smc.conditional_paris(key, model, (params, *args), observations, reference,
+                                           step_score(space, prefix, params, args), settings.n_backward, config)
+    score = jax.tree.map(jnp.add, res.estimate, prefix_score(space, prefix, params, args))
+    return score, reference, res.log_marginal
+
+
+@eqx.filter_jit
+def _learn_program(key, model, params, args, observations, trace, optimizer, settings: _LearnSettings):
+    tick = progress_callback(settings.num_steps) if settings.show_progress else None
+    score_of = _ppg_score if settings.method == "ppg" else _msc_score
 
     def body(state, inputs):
         params, opt_state, reference = state
         i, key = inputs
-        k_csmc, k_pick = jax.random.split(key)
-        res = smc.csmc(k_csmc, model, (params, *args), observations, reference, n_particles,
-                       ancestor_sampling=ancestor_sampling)
-        w = resampling.weights(res.log_weights)
-        scores = jax.vmap(jax.grad(log_joint), in_axes=(None, 0))(params, res.traces.choices)
-        score = jax.tree.map(lambda s: jnp.tensordot(w, s, axes=1), scores)
+        score, reference, log_marginal = score_of(key, model, params, args, observations, reference, settings)
         updates, opt_state = optimizer.update(jax.tree.map(jnp.negative, score), opt_state, params)
         params = optax.apply_updates(params, updates)
-        reference = ppl.choicemap.index(res.traces.choices, jax.random.categorical(k_pick, res.log_weights))
         if tick is not None:
             tick(i)
-        return (params, opt_state, reference), (params, res.log_marginal)
+        return (params, opt_state, reference), (params, log_marginal)
 
+    n = settings.num_steps
     state = (params, optimizer.init(params), trace.choices)
-    _, (trace, log_marginal) = jax.lax.scan(body, state, (jnp.arange(num_steps), jax.random.split(key, num_steps)))
+    _, (trace, log_marginal) = jax.lax.scan(body, state, (jnp.arange(n), jax.random.split(key, n)))
     return trace, log_marginal
 
 
@@ -159,6 +193,8 @@ def learn(
     ancestor_sampling: bool | str = True,
     average: float = 0.5,
     progress_bar: bool = True,
+    method: str = "msc",
+    n_backward: int = 2,
 ) -> LearnResult:
     """Maximum-likelihood parameters of a state-space model by Markov score climbing with CSMC.
 
@@ -170,9 +206,19 @@ def learn(
     (default `optax.adam(1e-2)`). The iterates form a stochastic-approximation
     chain whose fixed point is a zero of the score; the returned estimate averages
     the last `average` fraction of them.
+
+    `method="ppg"` estimates the score by PaRIS particle Gibbs instead (Cardoso et al.
+    2023): each iteration runs conditional PaRIS with `n_backward` backward draws per
+    particle on the additive functional Σ_t ∇_θ log p_θ(x_t, y_t | x_{t-1}) (`ppg.step_score`),
+    whose estimate has the variance of a smoother rather than of one lineage set, at
+    O(N²) step densities a step (exact backward draws). It needs a state-space model
+    whose carry is its step's latent choices.
     """
     num_steps = inputs.count("num_steps", num_steps, 2)
     n_particles = inputs.count("n_particles", n_particles)
+    n_backward = inputs.count("n_backward", n_backward)
+    if method not in ("msc", "ppg"):
+        raise ValueError(f'method is "msc" (Markov score climbing) or "ppg" (PaRIS particle Gibbs), got {method!r}')
     if not 0.0 < average <= 1.0:
         raise ValueError(f"average is the fraction of iterates to average, in (0, 1]; got {average!r}")
     leaves = jax.tree.leaves(params)
@@ -183,9 +229,9 @@ def learn(
     args, observations = inputs.model_args(args), inputs.observations(observations)
     k_init, k_run = jax.random.split(key)
     trace, _ = model.generate(k_init, observations, params, *args)
-    cfg = (n_particles, num_steps, ancestor_sampling, progress_bar)
+    settings = _LearnSettings(n_particles, num_steps, ancestor_sampling, bool(progress_bar), method, n_backward)
     with progress(progress_bar, num_steps, "learn"):
-        trace, log_marginal = _learn_program(k_run, model, params, args, observations, trace, optimizer, cfg)
+        trace, log_marginal = _learn_program(k_run, model, params, args, observations, trace, optimizer, settings)
         jax.block_until_ready(trace)
     finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x), axis=tuple(range(1, x.ndim))) for x in jax.tree.leaves(trace)]),
                      axis=0)

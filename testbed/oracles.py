@@ -177,6 +177,29 @@ def rts_smoother(
     return sm, sv
 
 
+def lgssm_posterior(ys: ArrayLike, a: float, c: float, q: float, r: float, m0: float,
+                    P0: float) -> tuple[np.ndarray, np.ndarray]:
+    """The joint posterior of x_0..x_{T-1} given y by Gaussian conditioning: ``(mean, covariance)``."""
+    ys = np.asarray(ys, dtype=np.float64)
+    T = ys.shape[0]
+    steps = np.arange(T)
+    lower = np.tril(a ** (steps[:, None] - steps[None, :]).clip(0))  # x = mean + lower @ noise
+    prior_cov = lower @ np.diag(np.r_[P0, np.full(T - 1, q)]) @ lower.T
+    prior_mean = m0 * a**steps
+    precision = np.linalg.inv(prior_cov) + np.eye(T) * c * c / r
+    cov = np.linalg.inv(precision)
+    return cov @ (np.linalg.solve(prior_cov, prior_mean) + c * ys / r), cov
+
+
+def lgssm_smoothed_moments(ys: ArrayLike, a: float, c: float, q: float, r: float, m0: float,
+                           P0: float) -> dict[str, float]:
+    """The smoothed expectations of three additive functionals: Σ_t x_t, Σ_t x_t² and Σ_t x_{t-1} x_t."""
+    mean, cov = lgssm_posterior(ys, a, c, q, r, m0, P0)
+    second = cov + np.outer(mean, mean)
+    return {"sum": float(mean.sum()), "square": float(np.trace(second)),
+            "lag": float(np.diagonal(second, offset=1).sum())}
+
+
 # ---------------------------------------------------------------------------
 # Discrete HMM with Gaussian emissions
 # ---------------------------------------------------------------------------

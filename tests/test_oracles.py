@@ -105,6 +105,22 @@ def test_rts_smoother_matches_joint_conditioning(seed):
     np.testing.assert_allclose([sm[-1], sv[-1]], [fm[-1], fv[-1]], rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_lgssm_posterior_matches_joint_conditioning_and_the_smoother(seed):
+    rng = np.random.default_rng(seed)
+    p = _random_lgssm(rng)
+    T = 6
+    _, ys = oracles.lgssm_simulate(rng, T, **p)
+    mx, Sxx, my, Syy, Sxy = _joint_gaussian(T, **p)
+    gain = np.linalg.solve(Syy, Sxy.T).T
+    mean, cov = oracles.lgssm_posterior(ys, **p)
+    np.testing.assert_allclose(mean, mx + gain @ (ys - my), rtol=0, atol=1e-8)
+    np.testing.assert_allclose(cov, Sxx - gain @ Sxy.T, rtol=0, atol=1e-8)
+    moments = oracles.lgssm_smoothed_moments(ys, **p)
+    sm, sv = oracles.rts_smoother(ys, **p)
+    np.testing.assert_allclose([moments["sum"], moments["square"]], [sm.sum(), (sv + sm**2).sum()], atol=1e-8)
+
+
 def test_lgssm_simulate_shapes_and_reproducible():
     p = _random_lgssm(np.random.default_rng(3))
     xs, ys = oracles.lgssm_simulate(np.random.default_rng(7), 5, **p)

@@ -1,7 +1,7 @@
 """PaRIS (`smc.paris`), the online smoother of additive functionals, against the RTS smoother's exact moments.
 
 The functional's three parts have closed forms under the scalar LGSSM: Σ_t E[x_t | y], Σ_t E[x_t² | y] and
-Σ_t E[x_{t-1} x_t | y] (the lag-one covariance is g_{t-1} Var[x_t | y], g the smoother's gain). PaRIS is biased
+Σ_t E[x_{t-1} x_t | y] (`oracles.lgssm_smoothed_moments`, by Gaussian conditioning). PaRIS is biased
 by O(1/N); at the N used here the bias is far below the Monte Carlo error of the mean over replications.
 """
 
@@ -24,10 +24,7 @@ def moments(x_prev, x):
 
 
 def exact_moments(ys):
-    fm, fv, _ = oracles.kalman_filter(ys, A, C, Q, R, M0, P0)
-    sm, sv = oracles.rts_smoother(ys, A, C, Q, R, M0, P0)
-    gain = fv[:-1] * A / (A * A * fv[:-1] + Q)
-    return {"sum": sm.sum(), "square": (sv + sm**2).sum(), "lag": (gain * sv[1:] + sm[:-1] * sm[1:]).sum()}
+    return oracles.lgssm_smoothed_moments(ys, A, C, Q, R, M0, P0)
 
 
 def lgssm_data(seed=1):

@@ -9,7 +9,7 @@ One idea a module, in the style of blackjax:
 - `conditional`: conditional SMC, `conditional_init` and `conditional_step`, on the same primitives;
 - `lineage`: lineages of the final particles and backward simulation (`backward_sample`);
 - `paris`: the PaRIS smoother of additive functionals (`paris`), and the conditional PaRIS sweep of PaRIS
-  particle Gibbs;
+  particle Gibbs (`conditional_paris`, which `pgibbs.ppg` iterates);
 - `loop`: a step iterated over the T steps in one `lax.scan`, keeping a chosen record;
 - `run`: the drivers `run` and `csmc` and their `SMCResult`; `kernel`: `csmc_kernel`, the move of particle Gibbs.
 
@@ -22,10 +22,11 @@ from .config import AncestorSampling, Record, SMCConfig
 from .filtering import init, n_steps, step
 from .kernel import CSMCMove, csmc_kernel
 from .lineage import backward_sample
-from .paris import PaRISResult, paris
+from .paris import PaRISResult, check_functional, conditional_paris, functional_increment, paris
 from .run import SMCResult, csmc, mh_rejuvenation, run
 from .state import CSMCState, History, Particles, SMCState, StepInfo, Target
 
-__all__ = ["AncestorSampling", "CSMCMove", "CSMCState", "History", "PaRISResult", "Particles", "Record", "SMCConfig", "SMCResult",
-           "SMCState", "StepInfo", "Target", "backward_sample", "conditional_init", "conditional_step", "csmc",
-           "csmc_kernel", "init", "mh_rejuvenation", "n_steps", "paris", "run", "step"]
+__all__ = ["AncestorSampling", "CSMCMove", "CSMCState", "History", "PaRISResult", "Particles", "Record", "SMCConfig",
+           "SMCResult", "SMCState", "StepInfo", "Target", "backward_sample", "check_functional", "conditional_init",
+           "conditional_paris", "conditional_step", "csmc", "csmc_kernel", "functional_increment", "init",
+           "mh_rejuvenation", "n_steps", "paris", "run", "step"]

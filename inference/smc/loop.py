@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +13,7 @@ import ppl
 from .config import Record
 from .state import History, SMCState, StepInfo, Target
 
-__all__ = ["iterate"]
+__all__ = ["iterate", "over_steps"]
 
 
 def _record(target: Target, state: SMCState, info: StepInfo, t, record: Record) -> History | None:
@@ -27,18 +27,38 @@ def _record(target: Target, state: SMCState, info: StepInfo, t, record: Record) 
     return History(info.ancestors, info.choices, carries, state.log_weights)
 
 
+def _without_target(state: SMCState) -> SMCState:
+    return dataclasses.replace(state, target=None)
+
+
+def _with_target(state: SMCState, target: Target) -> SMCState:
+    return dataclasses.replace(state, target=target)
+
+
+def over_steps(step: Callable, key: jax.Array, state: Any, target: Target,
+               without_target: Callable = _without_target, with_target: Callable = _with_target) -> tuple[Any, Any]:
+    """`step(key_t, state, t) -> (state, out)` for t = 0..T-1 in one `lax.scan`: (the final state, the outs
+    stacked over time). The target is held apart from the loop's state (it is the same at every step);
+    `without_target` and `with_target` take it out of a state and put it back."""
+
+    def body(carry, inputs):
+        k, t = inputs
+        new, out = step(k, with_target(carry, target), t)
+        return without_target(new), out
+
+    T = target.space.length
+    final, outs = jax.lax.scan(body, without_target(state), (jax.random.split(key, T), jnp.arange(T)))
+    return with_target(final, target), outs
+
+
 def iterate(step: Callable, key: jax.Array, state: SMCState,
             record: Record) -> tuple[SMCState, StepInfo, History | None]:
     """`step(key_t, state, t)` for t = 0..T-1: (the final state, the steps' infos stacked over time, the record)."""
     target = state.target
 
-    def body(carry, inputs):
-        k, t = inputs
-        new, info = step(k, dataclasses.replace(carry, target=target), t)
-        kept = _record(target, new, info, t, record)
-        return dataclasses.replace(new, target=None), (info._replace(ancestors=None, choices=None), kept)
+    def kept_step(k, state, t):
+        new, info = step(k, state, t)
+        return new, (info._replace(ancestors=None, choices=None), _record(target, new, info, t, record))
 
-    T = target.space.length
-    final, (infos, history) = jax.lax.scan(body, dataclasses.replace(state, target=None),
-                                           (jax.random.split(key, T), jnp.arange(T)))
-    return dataclasses.replace(final, target=target), infos, history
+    final, (infos, history) = over_steps(kept_step, key, state, target)
+    return final, infos, history

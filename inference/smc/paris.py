@@ -33,11 +33,14 @@ from .. import inputs, resampling
 from .._jit import jit
 from .config import SMCConfig
 from .extend import gather
+from .conditional import conditional_init, conditional_step
 from .filtering import start, step
 from .future import carry_forgets_past
+from .loop import over_steps
 from .state import SMCState, Target
 
-__all__ = ["Additive", "PaRISResult", "PaRISState", "paris", "paris_init", "paris_step", "trace_back"]
+__all__ = ["Additive", "PaRISResult", "PaRISState", "check_functional", "conditional_paris", "functional_increment",
+           "paris", "paris_init", "paris_step", "sweep", "trace_back"]
 
 Additive = Callable[[Any, Any, Any, Any], Any]
 """h_t as PaRIS calls it: `increment(prev_carry, choices_t, carry_t, t)` returns a pytree."""
@@ -102,7 +105,8 @@ def backward_draws(key: jax.Array, target: Target, previous: SMCState, choices: 
 
     n = target.config.n_particles
     rows = jax.vmap(logits)(choices)
-    return jax.vmap(lambda i, row: resampling.categorical(ppl.streams.as_key(ppl.Streams(key, i)), row, n_backward))(jnp.arange(n), rows)
+    draw = lambda i, row: resampling.categorical(ppl.streams.as_key(ppl.Streams(key, i)), row, n_backward)  # noqa: E731
+    return jax.vmap(draw)(jnp.arange(n), rows)
 
 
 def paris_step(filter_step: Callable, increment: Additive, n_backward: int) -> Callable:
@@ -129,20 +133,21 @@ def paris_step(filter_step: Callable, increment: Additive, n_backward: int) -> C
     return one_step
 
 
-def iterate_paris(one_step: Callable, key: jax.Array, state: PaRISState) -> tuple[PaRISState, tuple]:
-    """`one_step` for t = 0..T-1 in one `lax.scan`: (the final state, the steps' choices and first draws)."""
-    target = state.filter.target
+def _without_target(state: PaRISState) -> PaRISState:
+    return PaRISState(dataclasses.replace(state.filter, target=None), state.statistics)
 
-    def body(carry, inputs):
-        k, t = inputs
-        filt = dataclasses.replace(carry.filter, target=target)
-        new, kept = one_step(k, PaRISState(filt, carry.statistics), t)
-        return PaRISState(dataclasses.replace(new.filter, target=None), new.statistics), kept
 
-    T = target.space.length
-    held = PaRISState(dataclasses.replace(state.filter, target=None), state.statistics)
-    final, kept = jax.lax.scan(body, held, (jax.random.split(key, T), jnp.arange(T)))
-    return PaRISState(dataclasses.replace(final.filter, target=target), final.statistics), kept
+def _with_target(state: PaRISState, target: Target) -> PaRISState:
+    return PaRISState(dataclasses.replace(state.filter, target=target), state.statistics)
+
+
+def sweep(filter_step: Callable, key: jax.Array, filter_state: SMCState, increment: Additive,
+          n_backward: int) -> tuple[PaRISState, tuple]:
+    """PaRIS over every step of `filter_state`'s scan: (the final state, each step's choices and each particle's
+    first backward draw, time first)."""
+    one_step = paris_step(filter_step, increment, n_backward)
+    return over_steps(one_step, key, paris_init(filter_state, increment), filter_state.target, _without_target,
+                      _with_target)
 
 
 def estimate(state: PaRISState) -> Any:
@@ -165,18 +170,49 @@ def trace_back(key: jax.Array, log_weights: jax.Array, choices: Any, first_draws
     return steps, first
 
 
-def _functional_increment(functional: Callable) -> Additive:
+def functional_increment(functional: Callable[[Any, Any], Any]) -> Additive:
+    """h_t(carry_{t-1}, carry_t) as an increment of PaRIS (one that ignores the step's choices and t)."""
     return lambda prev_carry, choices_t, carry_t, t: functional(prev_carry, carry_t)
+
+
+def result(state: PaRISState) -> PaRISResult:
+    """What a PaRIS sweep returns of its final state."""
+    filt = state.filter
+    return PaRISResult(estimate(state), state.statistics, filt.log_weights, filt.log_marginal, filt.failed)
+
+
+def conditional_paris(key: jax.Array, model: ppl.GenFn, args: tuple, observations: dict, reference: dict,
+                      increment: Additive, n_backward: int, config: SMCConfig) -> tuple[PaRISResult, dict]:
+    """One sweep of PaRIS particle Gibbs: conditional PaRIS with `reference` (a full choice map of the model) kept
+    among the particles, and the next reference, a trajectory traced back through the sweep's first backward
+    draws from a final particle drawn by weight (a backward-simulation draw: the sweep leaves the smoothing
+    distribution invariant, as conditional SMC with backward sampling does). A failed sweep keeps `reference`.
+
+    `config` is the filter's, with `ess_threshold` 1 (conditional SMC resamples at every step)."""
+    k_init, k_steps, k_pick = jax.random.split(key, 3)
+    state, (choices, first_draws) = sweep(
+        conditional_step, k_steps, conditional_init(k_init, model, args, observations, reference, config),
+        increment, n_backward)
+    steps, _ = trace_back(k_pick, state.filter.log_weights, choices, first_draws)
+    space = state.filter.target.space
+    old = ppl.choicemap.subconstraint(ppl.choicemap.normalize(reference), space.path)
+    steps = jax.tree.map(lambda new, kept: jnp.where(state.filter.failed, kept, new), steps, old)
+    prefix = gather(state.filter.particles.prefix, 0)  # every particle holds the reference's prefix
+    return result(state), space.full_choices(prefix, steps)
 
 
 @jit
 def _paris_program(key, model, args, observations, functional, n_backward, config: SMCConfig) -> PaRISResult:
     k_init, k_steps = jax.random.split(key)
-    increment = _functional_increment(functional)
-    state = paris_init(start(k_init, model, args, observations, config), increment)
-    state, _ = iterate_paris(paris_step(step, increment, n_backward), k_steps, state)
-    filt = state.filter
-    return PaRISResult(estimate(state), state.statistics, filt.log_weights, filt.log_marginal, filt.failed)
+    state, _ = sweep(step, k_steps, start(k_init, model, args, observations, config), functional_increment(functional),
+                     n_backward)
+    return result(state)
+
+
+def check_functional(functional: Any) -> None:
+    """Refuse a functional that is not a function."""
+    if not callable(functional):
+        raise TypeError(f"functional is a function (prev_carry, carry) -> pytree, got {type(functional).__name__}")
 
 
 def paris(
@@ -211,8 +247,7 @@ def paris(
         particles' statistics and weights, log Ẑ and the failure flag. Costs O(N² + N K) step densities a step.
     """
     n_backward = inputs.count("n_backward", n_backward)
-    if not callable(functional):
-        raise TypeError(f"functional is a function (prev_carry, carry) -> pytree, got {type(functional).__name__}")
+    check_functional(functional)
     config = SMCConfig.of(n_particles, ess_threshold, resampling_scheme=resampling_scheme, record="none",
                           proposal=proposal)
     return _paris_program(key, model, inputs.model_args(args), inputs.observations(observations), functional,

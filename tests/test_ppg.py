@@ -1,0 +1,155 @@
+"""PaRIS particle Gibbs (`pgibbs.ppg`, `smc.conditional_paris`) and learning on its score estimates
+(`pgibbs.learn(method="ppg")`), against exact answers of the scalar LGSSM: its joint posterior by Gaussian
+conditioning, the smoothed moments, and the Kalman likelihood maximised directly.
+
+At N = 8 particles, PaRIS is biased beyond its Monte Carlo error (tests/test_paris.py); the same N under PPG is
+not, and a conditional sweep started from exact posterior draws leaves them exact while moving every step.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from scipy import optimize
+
+import ppl
+from inference import pgibbs, smc
+from ppl import dist
+from testbed import oracles
+from testbed.lgssm import A, C, M0, P0, Q, R, lgssm
+
+T = 20
+
+
+def moments(x_prev, x):
+    return {"sum": x, "square": x**2, "lag": x_prev * x}
+
+
+def lgssm_data(seed=1):
+    _, ys = oracles.lgssm_simulate(np.random.default_rng(seed), T, A, C, Q, R, M0, P0)
+    return ys, (jnp.arange(T) == 0,), {"steps": {"y": jnp.asarray(ys, jnp.float32)}}
+
+
+def test_ppg_is_unbiased_where_paris_of_the_same_n_is_not():
+    reps = 400
+    ys, args, obs = lgssm_data()
+    run = jax.jit(jax.vmap(lambda k: pgibbs.ppg(k, lgssm, args, obs, moments, 8, num_iterations=40,
+                                                 burn_in=10).estimate))
+    estimates = jax.tree.map(np.asarray, run(jax.random.split(jax.random.key(3), reps)))
+    for name, exact in oracles.lgssm_smoothed_moments(ys, A, C, Q, R, M0, P0).items():
+        values = estimates[name]
+        z = (values.mean() - exact) / (values.std(ddof=1) / np.sqrt(reps))
+        assert abs(z) < 4, (name, values.mean(), exact, z)
+
+
+def test_a_conditional_sweep_from_exact_posterior_draws_keeps_them_exact_and_moves_them():
+    # the kernel's invariance: references drawn from p(x | y), one sweep each, the new references' law
+    reps, n_particles = 400, 4
+    ys, args, obs = lgssm_data()
+    mean, cov = oracles.lgssm_posterior(ys, A, C, Q, R, M0, P0)
+    xs = np.random.default_rng(0).multivariate_normal(mean, cov, size=reps).astype(np.float32)
+    config = smc.SMCConfig.of(n_particles, 1.0, record="none")
+    increment = smc.functional_increment(moments)
+
+    def one_sweep(key, x):
+        reference = {"steps": {"x": x, "y": obs["steps"]["y"]}}
+        res, new = smc.conditional_paris(key, lgssm, args, obs, reference, increment, 2, config)
+        return new["steps"]["x"], res.estimate
+
+    new, estimates = jax.jit(jax.vmap(one_sweep))(jax.random.split(jax.random.key(1), reps), jnp.asarray(xs))
+    new = np.asarray(new)
+    sd = np.sqrt(np.diag(cov))
+    z = (new.mean(axis=0) - mean) / (sd / np.sqrt(reps))
+    assert np.all(np.abs(z) < 4), z  # T = 20 z-scores: 4 is a Bonferroni bound near 1e-3
+    ratio = new.var(axis=0, ddof=1) / sd**2
+    assert np.all(np.abs(ratio - 1) < 4 * np.sqrt(2 / reps)), ratio
+    renewed = np.mean(new != xs, axis=0)  # an identity kernel would pass the checks above: the sweep must move
+    assert renewed.mean() > 0.5 and renewed.min() > 0.15, renewed  # the first step included
+    # at stationarity the conditional estimate is unbiased even at N = 4
+    for name, exact in oracles.lgssm_smoothed_moments(ys, A, C, Q, R, M0, P0).items():
+        values = np.asarray(estimates[name])
+        z = (values.mean() - exact) / (values.std(ddof=1) / np.sqrt(reps))
+        assert abs(z) < 4, (name, values.mean(), exact, z)
+
+
+def test_ppg_result_fields():
+    _, args, obs = lgssm_data()
+    res = pgibbs.ppg(jax.random.key(0), lgssm, args, obs, moments, 8, num_iterations=6, burn_in=2)
+    assert res.estimates["sum"].shape == (6,) and res.log_marginal.shape == (6,)
+    assert np.allclose(float(res.estimate["sum"]), float(np.mean(res.estimates["sum"][2:])), rtol=1e-5)
+    assert res.reference["steps"]["x"].shape == (T,)
+    assert np.array_equal(res.reference["steps"]["y"], obs["steps"]["y"])
+    assert np.all(np.isfinite(res.log_marginal))
+
+
+def test_ppg_refuses_bad_arguments():
+    _, args, obs = lgssm_data()
+    key = jax.random.key(0)
+    with pytest.raises(ValueError, match="burn_in \\(5\\) leaves no iteration to average"):
+        pgibbs.ppg(key, lgssm, args, obs, moments, 8, num_iterations=5, burn_in=5)
+    with pytest.raises(ValueError, match="n_particles must be at least 2"):
+        pgibbs.ppg(key, lgssm, args, obs, moments, 1)
+    with pytest.raises(TypeError, match="functional is a function"):
+        pgibbs.ppg(key, lgssm, args, obs, "x", 8)
+    with pytest.raises(ValueError, match="n_backward must be at least 1"):
+        pgibbs.ppg(key, lgssm, args, obs, moments, 8, n_backward=0)
+
+
+@ppl.gen
+def lg_step_params(x_prev, is_first, p):
+    mean = jnp.where(is_first, M0, p["a"] * x_prev)
+    var = jnp.where(is_first, P0, jnp.exp(p["log_q"]))
+    x = dist.Normal(mean, jnp.sqrt(var)) @ "x"
+    dist.Normal(C * x, jnp.exp(0.5 * p["log_r"])) @ "y"
+    return x
+
+
+@ppl.gen
+def lg_params(p, flags):
+    return ppl.scan(lg_step_params, in_axes=(0, None))(0.0, flags, p) @ "steps"
+
+
+def kalman_mle(ys):
+    """The maximum-likelihood (a, log q, log r) by the Kalman likelihood, and its standard errors."""
+    def nll(theta):
+        return -oracles.kalman_filter(ys, theta[0], C, np.exp(theta[1]), np.exp(theta[2]), M0, P0)[2]
+
+    ml = optimize.minimize(nll, [0.5, 0.0, 0.0], method="Nelder-Mead",
+                           options={"xatol": 1e-7, "fatol": 1e-10, "maxiter": 10_000}).x
+    h, eye = 1e-3, np.eye(3)  # the observed information, by finite differences
+    hess = np.array([[(nll(ml + h * (ei + ej)) - nll(ml + h * (ei - ej)) - nll(ml - h * (ei - ej))
+                       + nll(ml - h * (ei + ej))) / (4 * h * h) for ej in eye] for ei in eye])
+    return nll, ml, np.sqrt(np.diag(np.linalg.inv(hess)))
+
+
+def test_learn_by_ppg_recovers_the_maximum_likelihood_parameters():
+    _, ys = oracles.lgssm_simulate(np.random.default_rng(1), 200, A, C, Q, R, M0, P0)
+    nll, ml, se = kalman_mle(ys)
+    res = pgibbs.learn(jax.random.key(0), lg_params, {"a": 0.5, "log_q": 0.0, "log_r": 0.0},
+                       (jnp.arange(200) == 0,), {"steps": {"y": jnp.asarray(ys, jnp.float32)}}, n_particles=10,
+                       num_steps=500, optimizer=optax.adam(1e-2), progress_bar=False, method="ppg")
+    est = np.array([res.params["a"], res.params["log_q"], res.params["log_r"]], np.float64)
+    assert np.all(np.abs(est - ml) < 0.5 * se), (est, ml, se)
+    assert nll(est) - nll(ml) < 0.05
+    assert res.trace["a"].shape == (500,) and np.all(np.isfinite(res.log_marginal))
+
+
+@ppl.gen
+def scaled_step(s_prev, is_first, p):
+    x = dist.Normal(jnp.where(is_first, 0.0, s_prev), 1.0) @ "x"
+    dist.Normal(x, 1.0) @ "y"
+    return p["a"] * x  # the carry is a function of the parameter, not the choice alone
+
+
+@ppl.gen
+def scaled(p, flags):
+    return ppl.scan(scaled_step, in_axes=(0, None))(0.0, flags, p) @ "steps"
+
+
+def test_learn_by_ppg_refuses_a_carry_that_depends_on_the_parameters():
+    flags, obs = jnp.arange(5) == 0, {"steps": {"y": jnp.zeros(5)}}
+    with pytest.raises(ValueError, match="carry is its choices"):
+        pgibbs.learn(jax.random.key(0), scaled, {"a": 0.5}, (flags,), obs, 4, 3, progress_bar=False, method="ppg")
+    with pytest.raises(ValueError, match='method is "msc"'):
+        pgibbs.learn(jax.random.key(0), scaled, {"a": 0.5}, (flags,), obs, 4, 3, method="paris")
