@@ -195,3 +195,34 @@ def test_smc_paris():
         return smc.paris(jax.random.key(seed), ar_model, (flags,), {**obs, "a": 0.5}, last_state, 8).estimate
 
     assert_reused(call)
+
+
+def test_pgibbs_ppg():
+    def call(seed):
+        flags, obs = ar_data()
+        return pgibbs.ppg(jax.random.key(seed), ar_model, (flags,), {**obs, "a": 0.5}, last_state, 4,
+                          num_iterations=3, burn_in=1).estimates
+
+    assert_reused(call)
+
+
+@ppl.gen
+def ar_params_step(x_prev, is_first, p):
+    x = dist.Normal(jnp.where(is_first, 0.0, p["a"] * x_prev), 1.0) @ "x"
+    dist.Normal(x, 1.0) @ "y"
+    return x
+
+
+@ppl.gen
+def ar_params(p, flags):
+    return ppl.scan(ar_params_step, in_axes=(0, None))(0.0, flags, p) @ "steps"
+
+
+
+def test_pgibbs_learn_by_ppg():
+    def call(seed):
+        flags, obs = ar_data()
+        return pgibbs.learn(jax.random.key(seed), ar_params, {"a": jnp.asarray(0.5)}, (flags,), obs, 4, 3,
+                            optimizer=OPTIMIZER, progress_bar=False, method="ppg").trace
+
+    assert_reused(call)
