@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -11,6 +11,7 @@ import jax.numpy as jnp
 
 import ppl
 from ppl import unconstrained
+from ppl.choicemap import latents
 
 from .. import inputs
 from . import checks
@@ -18,7 +19,6 @@ from .convergence import warn_if_not_converged
 from .kernels import Kernel
 from .progress import progress, progress_callback
 from .result import MCMCResult
-from ppl.choicemap import latents
 
 __all__ = ["initial_traces", "run", "start_traces"]
 
@@ -53,14 +53,23 @@ def start_traces(who: str, key, model: ppl.GenFn, args: tuple, observations: dic
     return traces
 
 
+class _Settings(NamedTuple):
+    """`run`'s static settings: Python values, so equal settings reuse the compiled program."""
+
+    num_samples: int
+    num_warmup: int
+    thin: int
+    show_progress: bool
+
+
 @eqx.filter_jit
-def _program(key, kernel: Kernel, model, args, observations, traces, cfg):
-    num_samples, num_warmup, thin, show_progress = cfg
-    total = num_warmup + num_samples
-    tick = progress_callback(total) if show_progress else None
+def _program(key, kernel: Kernel, model, args, observations, traces, settings: _Settings):
+    num_warmup = settings.num_warmup
+    total = num_warmup + settings.num_samples
+    tick = progress_callback(total) if settings.show_progress else None
 
     def transition(key, trace):
-        for k in jax.random.split(key, thin):
+        for k in jax.random.split(key, settings.thin):
             trace, info = kernel.step(k, trace, model, args)
         return trace, info
 
@@ -117,9 +126,9 @@ def run(
     k_init, k_run = jax.random.split(key)
     traces = start_traces("mcmc.run", k_init, model, args, observations, num_chains, init)
     traces = kernel.init(traces)
-    cfg = (num_samples, num_warmup, thin, progress_bar)
+    settings = _Settings(num_samples=num_samples, num_warmup=num_warmup, thin=thin, show_progress=progress_bar)
     with progress(progress_bar, num_warmup + num_samples, "mcmc"):
-        draws, stats = _program(k_run, kernel, model, args, observations, traces, cfg)
+        draws, stats = _program(k_run, kernel, model, args, observations, traces, settings)
         jax.block_until_ready(draws)
     result = MCMCResult(draws, stats)
     if check_convergence:

@@ -46,18 +46,28 @@ class _State(NamedTuple):
     step: jax.Array
 
 
+class _Settings(NamedTuple):
+    """`fit`'s static settings: Python values, so equal settings reuse the compiled chunk."""
+
+    num_samples: int
+    baseline: Any
+    """None, a number, "loo" or "ema" (see `fit`)."""
+    decay: float
+    """The decay of the "ema" baseline."""
+
+
 def _initial_state(optimizer, params) -> _State:
     return _State(params, optimizer.init(params), jnp.zeros(()), jnp.zeros((), jnp.int32))
 
 
 @eqx.filter_jit
-def _chunk(objective: Objective, optimizer, state: _State | Any, key, args, steps: jax.Array, cfg, careful: bool,
-           first: bool = False):
+def _chunk(objective: Objective, optimizer, state: _State | Any, key, args, steps: jax.Array, settings: _Settings,
+           careful: bool, first: bool = False):
     """Run `steps`. Fast mode returns the values and whether every value and parameter is finite (one
     scalar: a call's outputs each cost time to hand back); careful mode (a rerun after a non-finite value or parameter) returns per-parameter gradient
     finiteness instead and leaves the state at the last finite step. With `first`, `state` holds the initial
     parameters and the optimizer's state is made here (in the same compiled call)."""
-    num_samples, baseline, decay = cfg
+    num_samples, baseline, decay = settings.num_samples, settings.baseline, settings.decay
     if first:
         state = _initial_state(optimizer, state)
 
@@ -131,7 +141,8 @@ def fit(
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     if not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk must be a positive int, got {chunk!r}")
-    cfg = (num_samples, "ema" if baseline == "ema" else baseline, float(baseline_decay))
+    settings = _Settings(num_samples=num_samples, baseline="ema" if baseline == "ema" else baseline,
+                         decay=float(baseline_decay))
     state, first = params, True  # the first chunk makes the optimizer's state
     done = []  # the values of the steps run, as arrays (a single-chunk fit hands its own back)
     start = 0
@@ -146,9 +157,10 @@ def fit(
         while start < steps:
             stop = min(start + chunk, steps)  # a shorter last chunk compiles once more
             index = np.arange(start, stop)
-            new_state, chunk_values, finite = _chunk(objective, optimizer, state, key, args, index, cfg, False, first)
+            new_state, chunk_values, finite = _chunk(objective, optimizer, state, key, args, index, settings, False,
+                                                     first)
             if not bool(finite):  # rerun the chunk carefully: which step, which parameter
-                state, (_, grads_finite) = _chunk(objective, optimizer, state, key, args, index, cfg, True, first)
+                state, (_, grads_finite) = _chunk(objective, optimizer, state, key, args, index, settings, True, first)
                 ok = np.isfinite(np.asarray(chunk_values)) & np.asarray(grads_finite).all(axis=1)
                 i = int(np.argmin(ok))
                 names = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
