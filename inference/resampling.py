@@ -202,7 +202,7 @@ def categorical(key: jax.Array, log_weights: jax.Array, n: int | None = None) ->
     """
     n = _size(log_weights, n)
     weights, u = _rescaled(log_weights), jax.random.uniform(key, (n,))
-    if n == 1:  # one fused pass over the CDF, where a binary search is a loop
+    if n == 1:  # one fused pass over the CDF, not a binary-search loop (docs/performance.md)
         return _draw_one(weights, _prefix_sum(weights), u[0])[None]
     return _search(weights, u)
 
@@ -280,12 +280,12 @@ def metropolis_ancestor_systematic(key: jax.Array, log_weights: jax.Array, curre
 
 
 def _draw_one(weights, cdf, u):
-    """One inverse-CDF draw: the first positive weight whose CDF passes `u * total`, as one fused pass (a binary
-    search is a loop); a point that rounding puts past the end goes to the last positive weight."""
+    """One inverse-CDF draw: the first positive weight whose CDF passes `u * total`, as one fused pass
+    (docs/performance.md); a point that rounding puts past the end goes to the last positive weight."""
     n = weights.shape[0]
     i = jax.lax.iota(jnp.int32, n)
     positive = weights > 0
-    # both in one variadic reduction (see _maxes)
+    # both in one variadic reduction, as in _maxes (docs/performance.md)
     first, last = jax.lax.reduce((jnp.where(positive & (cdf > u * cdf[-1]), i, n), jnp.where(positive, i, -1)),
                                  (jnp.int32(n), jnp.int32(-1)), lambda a, b: (jnp.minimum(a[0], b[0]),
                                                                               jnp.maximum(a[1], b[1])), (0,))

@@ -67,8 +67,7 @@ def _hash(key, lo):
 
 @_hash.def_vmap
 def _hash_batched(axis_size, in_batched, key, lo):
-    # JAX's CPU Threefry is a rolled loop whose state holds every non-scalar key word: keys that
-    # share (k0, k1), as the streams of one Streams key do, hash with scalar key words, half the traffic.
+    # keys that share (k0, k1), as one Streams key's streams do, hash with scalar key words (docs/performance.md)
     key_batched, lo_batched = in_batched
     key = key if key_batched else jnp.broadcast_to(key, (axis_size,) + key.shape)
     lo = lo if lo_batched else jnp.broadcast_to(lo, (axis_size,) + lo.shape)

@@ -41,7 +41,7 @@ class PRMScorer:
 
     def __init__(self, lm: LanguageModel, prm: ProcessRewardModel):
         self.lm, self.prm = lm, prm.check(lm)
-        self._lock = threading.Lock()  # one batch at a time: the compiled program already uses every core
+        self._lock = threading.Lock()  # one batch at a time (docs/performance.md)
 
     def score(self, texts: list[str]) -> np.ndarray:
         ids = [self.lm.tokenizer.encode(text) for text in texts]

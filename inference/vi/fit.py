@@ -151,7 +151,7 @@ def fit(
             state, first = eqx.tree_deserialise_leaves(f, _initial_state(optimizer, params)), False
             done = [np.load(f)[:steps]]
         start = int(state.step)
-    # no bar object at all when it is off: making and updating a disabled bar costs more than a short fit's steps
+    # no bar object at all when it is off: a disabled one still costs time (docs/performance.md)
     bar = tqdm(total=steps, initial=start, desc="vi.fit") if progress_bar else None
     with bar or contextlib.nullcontext():
         while start < steps:
