@@ -40,7 +40,8 @@ import optax
 import ppl
 
 from . import inputs, resampling, smc
-from .mcmc import kernels, run as mcmc_run
+from .mcmc import kernels
+from .mcmc import run as mcmc_run
 from .mcmc.kernels import Kernel
 from .mcmc.progress import progress, progress_callback
 from .mcmc.result import MCMCResult
@@ -155,7 +156,8 @@ def _ppg_score(key, model, params, args, observations, reference, settings: _Lea
     check_params_free_carry(space, prefix, params, args, jax.tree.map(lambda x: x[0], steps))
     config = smc.SMCConfig.of(settings.n_particles, 1.0, record="none")
     res, reference = smc.conditional_paris(key, model, (params, *args), observations, reference,
-                                           step_score(space, prefix, params, args), settings.n_backward, config)
+                                           step_score(space, prefix, params, args),
+                                           smc.Backward(settings.n_backward), config)
     score = jax.tree.map(jnp.add, res.estimate, prefix_score(space, prefix, params, args))
     return score, reference, res.log_marginal
 

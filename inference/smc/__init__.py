@@ -22,11 +22,11 @@ from .config import AncestorSampling, Record, SMCConfig
 from .filtering import init, n_steps, step
 from .kernel import CSMCMove, csmc_kernel
 from .lineage import backward_sample
-from .paris import PaRISResult, check_functional, conditional_paris, functional_increment, paris
+from .paris import Backward, PaRISResult, backward_settings, check_bound, conditional_paris, functional_increment, paris
 from .run import SMCResult, csmc, mh_rejuvenation, run
 from .state import CSMCState, History, Particles, SMCState, StepInfo, Target
 
-__all__ = ["AncestorSampling", "CSMCMove", "CSMCState", "History", "PaRISResult", "Particles", "Record", "SMCConfig",
-           "SMCResult", "SMCState", "StepInfo", "Target", "backward_sample", "check_functional", "conditional_init",
-           "conditional_paris", "conditional_step", "csmc", "csmc_kernel", "functional_increment", "init",
-           "mh_rejuvenation", "n_steps", "paris", "run", "step"]
+__all__ = ["AncestorSampling", "Backward", "CSMCMove", "CSMCState", "History", "PaRISResult", "Particles", "Record",
+           "SMCConfig", "SMCResult", "SMCState", "StepInfo", "Target", "backward_sample", "backward_settings",
+           "check_bound", "conditional_init", "conditional_paris", "conditional_step", "csmc", "csmc_kernel",
+           "functional_increment", "init", "mh_rejuvenation", "n_steps", "paris", "run", "step"]

@@ -21,7 +21,8 @@ is the smoothing one only when the step's carry forgets the past, which is check
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -31,16 +32,17 @@ import ppl
 
 from .. import inputs, resampling
 from .._jit import jit
+from .conditional import conditional_init, conditional_step
 from .config import SMCConfig
 from .extend import gather
-from .conditional import conditional_init, conditional_step
 from .filtering import start, step
 from .future import carry_forgets_past
 from .loop import over_steps
 from .state import SMCState, Target
 
-__all__ = ["Additive", "PaRISResult", "PaRISState", "check_functional", "conditional_paris", "functional_increment",
-           "paris", "paris_init", "paris_step", "sweep", "trace_back"]
+__all__ = ["Additive", "Backward", "PaRISResult", "PaRISState", "backward_draws", "backward_settings", "check_bound",
+           "conditional_paris", "exact_backward_draws", "functional_increment", "paris", "paris_init", "paris_step",
+           "sweep", "trace_back"]
 
 Additive = Callable[[Any, Any, Any, Any], Any]
 """h_t as PaRIS calls it: `increment(prev_carry, choices_t, carry_t, t)` returns a pytree."""
@@ -51,6 +53,8 @@ class PaRISState(eqx.Module):
 
     filter: SMCState
     statistics: Any
+    bound_exceeded: jax.Array
+    """True once a step density exceeded the accept-reject bound (`Backward.log_bound`): the draws are off."""
 
 
 class PaRISResult(NamedTuple):
@@ -66,6 +70,8 @@ class PaRISResult(NamedTuple):
     """The filter's log Ẑ."""
     failed: jax.Array
     """True when some step gave every particle zero weight."""
+    bound_exceeded: jax.Array
+    """True when a step density exceeded `log_density_bound` (the drivers raise on it)."""
 
 
 def _check_markov(target: Target, particles, choices_t) -> None:
@@ -90,26 +96,61 @@ def paris_init(filter_state: SMCState, increment: Additive) -> PaRISState:
     shape = jax.eval_shape(lambda c: increment(one.carry, c, one.carry, 0),
                            jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), choices_0))
     n = target.config.n_particles
-    return PaRISState(filter_state, jax.tree.map(lambda s: jnp.zeros((n, *s.shape), s.dtype), shape))
+    return PaRISState(filter_state, jax.tree.map(lambda s: jnp.zeros((n, *s.shape), s.dtype), shape),
+                      jnp.zeros((), bool))
 
 
-def backward_draws(key: jax.Array, target: Target, previous: SMCState, choices: Any, n_backward: int,
-                   t) -> jax.Array:
+class Backward(NamedTuple):
+    """How PaRIS draws its backward indices: `n_draws` (K) a particle; exactly from the N densities of each new
+    particle (O(N²) a step), or, given `log_bound(choices_t, t)` ≥ log p(x_t, y_t | carry) for every carry,
+    by accept-reject with candidates drawn by weight (O(N K) expected), `n_proposals` tries a draw before the
+    exact draw takes over (which keeps the law exact)."""
+
+    n_draws: int
+    log_bound: Callable | None = None
+    n_proposals: int = 16
+
+
+def _step_log_density(target: Target, choice_i: Any, particle, t) -> jax.Array:
+    """log p(x_t^i, y_t | carry_{t-1}^j): new particle i's step choices under particle j's carry."""
+    return target.space.step.assess(choice_i, *target.step_args(particle, t))[0]
+
+
+def exact_backward_draws(key: jax.Array, target: Target, previous: SMCState, choices: Any, n_draws: int,
+                         t) -> jax.Array:
     """K draws from Λ_t(i, ·) ∝ w_{t-1}^j p(x_t^i, y_t | carry_{t-1}^j) for each new particle i: shape (N, K)."""
 
     def logits(choice_i):
-        def from_j(particle):
-            return target.space.step.assess(choice_i, *target.step_args(particle, t))[0]
-
-        return previous.log_weights + jax.vmap(from_j)(previous.particles)
+        return previous.log_weights + jax.vmap(lambda p: _step_log_density(target, choice_i, p, t))(
+            previous.particles)
 
     n = target.config.n_particles
     rows = jax.vmap(logits)(choices)
-    draw = lambda i, row: resampling.categorical(ppl.streams.as_key(ppl.Streams(key, i)), row, n_backward)  # noqa: E731
+    draw = lambda i, row: resampling.categorical(ppl.streams.as_key(ppl.Streams(key, i)), row, n_draws)
     return jax.vmap(draw)(jnp.arange(n), rows)
 
 
-def paris_step(filter_step: Callable, increment: Additive, n_backward: int) -> Callable:
+def backward_draws(key: jax.Array, target: Target, previous: SMCState, choices: Any, backward: Backward,
+                   t) -> tuple[jax.Array, jax.Array]:
+    """The backward draws of step `t`, shape (N, K), and whether a density exceeded `backward.log_bound`."""
+    k_propose, k_accept, k_exact = jax.random.split(key, 3)
+    if backward.log_bound is None:
+        return exact_backward_draws(k_exact, target, previous, choices, backward.n_draws, t), jnp.zeros((), bool)
+    n, k, m = target.config.n_particles, backward.n_draws, backward.n_proposals
+    candidates = resampling.categorical(k_propose, previous.log_weights, n * k * m).reshape(n, k, m)
+    log_p = jax.vmap(lambda c, js: jax.vmap(jax.vmap(
+        lambda j: _step_log_density(target, c, gather(previous.particles, j), t)))(js))(choices, candidates)
+    log_ratio = log_p - jax.vmap(lambda c: backward.log_bound(c, t))(choices)[:, None, None]
+    accepted = jnp.log(jax.random.uniform(k_accept, (n, k, m))) < log_ratio
+    drawn = jnp.take_along_axis(candidates, jnp.argmax(accepted, axis=-1)[..., None], axis=-1)[..., 0]
+    done = jnp.any(accepted, axis=-1)
+    # the exact draw only where every try was rejected, and only on a step where some were
+    draws = jax.lax.cond(jnp.all(done), lambda: drawn, lambda: jnp.where(
+        done, drawn, exact_backward_draws(k_exact, target, previous, choices, k, t)))
+    return draws, jnp.any(log_ratio > 1e-3)
+
+
+def paris_step(filter_step: Callable, increment: Additive, backward: Backward) -> Callable:
     """The PaRIS step over `filter_step` (`smc.step` or `smc.conditional_step`):
     `(key, state, t) -> (state, (the step's choices, each particle's first backward draw))`."""
 
@@ -119,7 +160,7 @@ def paris_step(filter_step: Callable, increment: Additive, n_backward: int) -> C
         target = previous.target
         new, info = filter_step(k_filter, previous, t)
         _check_markov(target, previous.particles, gather(info.choices, 0))
-        draws = backward_draws(k_back, target, previous, info.choices, n_backward, t)
+        draws, exceeded = backward_draws(k_back, target, previous, info.choices, backward, t)
 
         def statistic(j, choice_i, carry_i):
             prev_carry = gather(previous.particles.carry, j)
@@ -128,24 +169,24 @@ def paris_step(filter_step: Callable, increment: Additive, n_backward: int) -> C
         per_draw = jax.vmap(lambda js, c, x: jax.vmap(lambda j: statistic(j, c, x))(js))(
             draws, info.choices, new.particles.carry)
         statistics = jax.tree.map(lambda s: jnp.mean(s, axis=1), per_draw)
-        return PaRISState(new, statistics), (info.choices, draws[:, 0])
+        return PaRISState(new, statistics, state.bound_exceeded | exceeded), (info.choices, draws[:, 0])
 
     return one_step
 
 
 def _without_target(state: PaRISState) -> PaRISState:
-    return PaRISState(dataclasses.replace(state.filter, target=None), state.statistics)
+    return dataclasses.replace(state, filter=dataclasses.replace(state.filter, target=None))
 
 
 def _with_target(state: PaRISState, target: Target) -> PaRISState:
-    return PaRISState(dataclasses.replace(state.filter, target=target), state.statistics)
+    return dataclasses.replace(state, filter=dataclasses.replace(state.filter, target=target))
 
 
 def sweep(filter_step: Callable, key: jax.Array, filter_state: SMCState, increment: Additive,
-          n_backward: int) -> tuple[PaRISState, tuple]:
+          backward: Backward) -> tuple[PaRISState, tuple]:
     """PaRIS over every step of `filter_state`'s scan: (the final state, each step's choices and each particle's
     first backward draw, time first)."""
-    one_step = paris_step(filter_step, increment, n_backward)
+    one_step = paris_step(filter_step, increment, backward)
     return over_steps(one_step, key, paris_init(filter_state, increment), filter_state.target, _without_target,
                       _with_target)
 
@@ -178,11 +219,12 @@ def functional_increment(functional: Callable[[Any, Any], Any]) -> Additive:
 def result(state: PaRISState) -> PaRISResult:
     """What a PaRIS sweep returns of its final state."""
     filt = state.filter
-    return PaRISResult(estimate(state), state.statistics, filt.log_weights, filt.log_marginal, filt.failed)
+    return PaRISResult(estimate(state), state.statistics, filt.log_weights, filt.log_marginal, filt.failed,
+                       state.bound_exceeded)
 
 
 def conditional_paris(key: jax.Array, model: ppl.GenFn, args: tuple, observations: dict, reference: dict,
-                      increment: Additive, n_backward: int, config: SMCConfig) -> tuple[PaRISResult, dict]:
+                      increment: Additive, backward: Backward, config: SMCConfig) -> tuple[PaRISResult, dict]:
     """One sweep of PaRIS particle Gibbs: conditional PaRIS with `reference` (a full choice map of the model) kept
     among the particles, and the next reference, a trajectory traced back through the sweep's first backward
     draws from a final particle drawn by weight (a backward-simulation draw: the sweep leaves the smoothing
@@ -192,7 +234,7 @@ def conditional_paris(key: jax.Array, model: ppl.GenFn, args: tuple, observation
     k_init, k_steps, k_pick = jax.random.split(key, 3)
     state, (choices, first_draws) = sweep(
         conditional_step, k_steps, conditional_init(k_init, model, args, observations, reference, config),
-        increment, n_backward)
+        increment, backward)
     steps, _ = trace_back(k_pick, state.filter.log_weights, choices, first_draws)
     space = state.filter.target.space
     old = ppl.choicemap.subconstraint(ppl.choicemap.normalize(reference), space.path)
@@ -202,17 +244,30 @@ def conditional_paris(key: jax.Array, model: ppl.GenFn, args: tuple, observation
 
 
 @jit
-def _paris_program(key, model, args, observations, functional, n_backward, config: SMCConfig) -> PaRISResult:
+def _paris_program(key, model, args, observations, functional, backward: Backward,
+                   config: SMCConfig) -> PaRISResult:
     k_init, k_steps = jax.random.split(key)
     state, _ = sweep(step, k_steps, start(k_init, model, args, observations, config), functional_increment(functional),
-                     n_backward)
+                     backward)
     return result(state)
 
 
-def check_functional(functional: Any) -> None:
-    """Refuse a functional that is not a function."""
+def backward_settings(functional: Any, n_backward: Any, log_density_bound: Any, n_proposals: Any) -> Backward:
+    """The drivers' backward settings, checked, with the functional: a bad one raises naming the argument."""
     if not callable(functional):
         raise TypeError(f"functional is a function (prev_carry, carry) -> pytree, got {type(functional).__name__}")
+    if log_density_bound is not None and not callable(log_density_bound):
+        raise TypeError("log_density_bound is a function (step choices, t) -> an upper bound of the step's log "
+                        f"density over carries, or None; got {type(log_density_bound).__name__}")
+    return Backward(inputs.count("n_backward", n_backward), log_density_bound,
+                    inputs.count("n_proposals", n_proposals))
+
+
+def check_bound(bound_exceeded: jax.Array) -> None:
+    """Raise where a concrete run found a step density above `log_density_bound` (its draws are not exact)."""
+    if not isinstance(bound_exceeded, jax.core.Tracer) and bool(bound_exceeded):
+        raise ValueError("log_density_bound is below the step's log density p(x_t, y_t | carry) for some carry: "
+                         "it must bound it from above for every carry (or pass None for exact backward draws)")
 
 
 def paris(
@@ -226,6 +281,8 @@ def paris(
     proposal: ppl.GenFn | None = None,
     resampling_scheme: str = "systematic",
     ess_threshold: float = 0.5,
+    log_density_bound: Callable[[Any, Any], jax.Array] | None = None,
+    n_proposals: int = 16,
 ) -> PaRISResult:
     """The PaRIS smoother of an additive functional Σ_t h(carry_{t-1}, carry_t) over `model`'s `ppl.scan`.
 
@@ -241,14 +298,21 @@ def paris(
         n_particles: N.
         n_backward: K, backward draws per particle and step (2 is the usual choice: 1 degenerates).
         proposal, resampling_scheme, ess_threshold: the filter's, as in `smc.run`.
+        log_density_bound: `log_density_bound(choices_t, t)`, an upper bound of log p(x_t, y_t | carry) over
+            every carry for the step's choices (e.g. the transition's largest density plus the observation's
+            log density): backward indices are then drawn by accept-reject, O(N K) expected a step, instead of
+            from all N densities. None: exact draws, O(N²) a step.
+        n_proposals: accept-reject tries of a draw before its exact draw takes over.
 
     Returns:
         A `PaRISResult`: `.estimate` (the smoothed expectation, a pytree like `functional`'s value), the final
-        particles' statistics and weights, log Ẑ and the failure flag. Costs O(N² + N K) step densities a step.
+        particles' statistics and weights, log Ẑ and the failure flag. Raises if a step density exceeded
+        `log_density_bound`.
     """
-    n_backward = inputs.count("n_backward", n_backward)
-    check_functional(functional)
+    backward = backward_settings(functional, n_backward, log_density_bound, n_proposals)
     config = SMCConfig.of(n_particles, ess_threshold, resampling_scheme=resampling_scheme, record="none",
                           proposal=proposal)
-    return _paris_program(key, model, inputs.model_args(args), inputs.observations(observations), functional,
-                          n_backward, config)
+    res = _paris_program(key, model, inputs.model_args(args), inputs.observations(observations), functional,
+                         backward, config)
+    check_bound(res.bound_exceeded)
+    return res
