@@ -61,9 +61,9 @@ def backward_trajectory(key: jax.Array, space: ppl.StateSpace, scan_args: tuple,
         t, k = inputs  # choose x_t given x_{t+1:T}
         if one_step:
             x_next = gather(drawn, t + 1)
-            score = lambda c: space.step.assess(x_next, *space.step_args(scan_args, t + 1, c))[0]  # noqa: E731
+            score = lambda c: space.step.assess(x_next, *space.step_args(scan_args, t + 1, c))[0]
         else:
-            score = lambda c: future_log_density(k, space, scan_args, drawn, c, t + 1)  # noqa: E731
+            score = lambda c: future_log_density(k, space, scan_args, drawn, c, t + 1)
         logits = history.log_weights[t] + jax.vmap(score)(gather(history.carries, t))
         x_t = gather(gather(history.choices, t), resampling.categorical(k, logits, 1)[0])
         return jax.tree.map(lambda a, x: a.at[t].set(x), drawn, x_t), None
