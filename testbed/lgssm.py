@@ -54,3 +54,35 @@ def simulated(T: int, seed: int):
     """Data simulated from the model: (ys as numpy float64, the model's args, its observations)."""
     _, ys = oracles.lgssm_simulate(np.random.default_rng(seed), T, A, C, Q, R, M0, P0)
     return ys, (jnp.arange(T) == 0,), {"steps": {"y": jnp.asarray(ys, jnp.float32)}}
+
+
+@ppl.gen
+def lg_step_params(x_prev, is_first, p):
+    """`lg_step` with `p = {"a", "log_q", "log_r"}` (unconstrained) in place of A, Q and R."""
+    mean = jnp.where(is_first, M0, p["a"] * x_prev)
+    var = jnp.where(is_first, P0, jnp.exp(p["log_q"]))
+    x = dist.Normal(mean, jnp.sqrt(var)) @ "x"
+    dist.Normal(C * x, jnp.exp(0.5 * p["log_r"])) @ "y"
+    return x
+
+
+@ppl.gen
+def lgssm_params(p, first_flags):
+    """The model with its parameters as its first argument, as `pgibbs.learn` takes them."""
+    return ppl.scan(lg_step_params, in_axes=(0, None))(0.0, first_flags, p) @ "steps"
+
+
+def kalman_mle(ys) -> tuple:
+    """The maximum-likelihood (a, log q, log r) of `lgssm_params` by the Kalman likelihood maximised directly:
+    (the negative log-likelihood function, the MLE, its standard errors from the observed information)."""
+    from scipy import optimize
+
+    def nll(theta):
+        return -oracles.kalman_filter(ys, theta[0], C, np.exp(theta[1]), np.exp(theta[2]), M0, P0)[2]
+
+    ml = optimize.minimize(nll, [0.5, 0.0, 0.0], method="Nelder-Mead",
+                           options={"xatol": 1e-7, "fatol": 1e-10, "maxiter": 10_000}).x
+    h, eye = 1e-3, np.eye(3)  # the observed information by finite differences
+    hess = np.array([[(nll(ml + h * (ei + ej)) - nll(ml + h * (ei - ej)) - nll(ml - h * (ei - ej))
+                       + nll(ml - h * (ei + ej))) / (4 * h * h) for ej in eye] for ei in eye])
+    return nll, ml, np.sqrt(np.diag(np.linalg.inv(hess)))

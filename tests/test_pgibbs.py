@@ -11,13 +11,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from scipy import optimize
 
 import ppl
 from inference import pgibbs, smc
 from inference.mcmc import kernels
 from ppl import dist
 from testbed import oracles
+from testbed.lgssm import kalman_mle, lgssm_params
 
 C, Q, R, M0, P0 = 1.0, 0.5, 1.0, 0.0, 1.0
 A_TRUE, A_PRIOR_MEAN, A_PRIOR_SD = 0.9, 0.5, 0.5
@@ -115,35 +115,10 @@ def test_ancestor_sampling_renews_early_steps_where_plain_csmc_degenerates():
     assert plain[-1] > 0.5  # the last step is renewed by plain CSMC too: degeneracy is a path effect
 
 
-@ppl.gen
-def lg_step_params(x_prev, is_first, p):
-    mean = jnp.where(is_first, M0, p["a"] * x_prev)
-    var = jnp.where(is_first, P0, jnp.exp(p["log_q"]))
-    x = dist.Normal(mean, jnp.sqrt(var)) @ "x"
-    dist.Normal(C * x, jnp.exp(0.5 * p["log_r"])) @ "y"
-    return x
-
-
-@ppl.gen
-def lg_params(p, flags):
-    return ppl.scan(lg_step_params, in_axes=(0, None))(0.0, flags, p) @ "steps"
-
-
 def test_learn_recovers_the_maximum_likelihood_parameters():
     flags, ys, obs = data(200, seed=1)
-
-    def nll(theta):
-        return -oracles.kalman_filter(ys, theta[0], C, np.exp(theta[1]), np.exp(theta[2]), M0, P0)[2]
-
-    ml = optimize.minimize(nll, [0.5, 0.0, 0.0], method="Nelder-Mead",
-                           options={"xatol": 1e-7, "fatol": 1e-10, "maxiter": 10_000}).x
-    # the MLE's standard errors, from the observed information (finite differences)
-    h, eye = 1e-3, np.eye(3)
-    hess = np.array([[(nll(ml + h * (ei + ej)) - nll(ml + h * (ei - ej)) - nll(ml - h * (ei - ej))
-                       + nll(ml - h * (ei + ej))) / (4 * h * h) for ej in eye] for ei in eye])
-    se = np.sqrt(np.diag(np.linalg.inv(hess)))
-
-    res = pgibbs.learn(jax.random.key(0), lg_params, {"a": 0.5, "log_q": 0.0, "log_r": 0.0}, (flags,), obs,
+    nll, ml, se = kalman_mle(ys)
+    res = pgibbs.learn(jax.random.key(0), lgssm_params, {"a": 0.5, "log_q": 0.0, "log_r": 0.0}, (flags,), obs,
                        n_particles=20, num_steps=2000, optimizer=optax.adam(1e-2), progress_bar=False)
     est = np.array([res.params["a"], res.params["log_q"], res.params["log_r"]], np.float64)
     # the optimisation error is small beside the statistical error of the MLE itself
@@ -155,10 +130,10 @@ def test_learn_recovers_the_maximum_likelihood_parameters():
 def test_bad_input_is_named():
     flags, _, obs = data(10, seed=0)
     with pytest.raises(ValueError, match="floating"):
-        pgibbs.learn(jax.random.key(0), lg_params, {"a": 1}, (flags,), obs, 5, 10)
+        pgibbs.learn(jax.random.key(0), lgssm_params, {"a": 1}, (flags,), obs, 5, 10)
     with pytest.raises(ValueError, match="n_particles"):
         smc.csmc_kernel(obs, 0)
     with pytest.raises(ValueError, match="metropolis"):
         smc.csmc_kernel(obs, 5, ancestor_sampling="mh")
     with pytest.raises(ValueError, match="num_steps"):
-        pgibbs.learn(jax.random.key(0), lg_params, {"a": 0.5}, (flags,), obs, 5, 1)
+        pgibbs.learn(jax.random.key(0), lgssm_params, {"a": 0.5}, (flags,), obs, 5, 1)

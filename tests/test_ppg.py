@@ -11,14 +11,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from scipy import optimize
 from test_paris import T, assert_unbiased, lgssm_data, moments
 
 import ppl
 from inference import pgibbs, smc
 from ppl import dist
 from testbed import oracles
-from testbed.lgssm import M0, P0, A, C, Q, R, lgssm
+from testbed.lgssm import M0, P0, A, C, Q, R, kalman_mle, lgssm, lgssm_params, simulated
 
 
 def test_ppg_is_unbiased_where_paris_of_the_same_n_is_not():
@@ -78,39 +77,11 @@ def test_ppg_refuses_bad_arguments():
         pgibbs.ppg(key, lgssm, args, obs, moments, 8, n_backward=0)
 
 
-@ppl.gen
-def lg_step_params(x_prev, is_first, p):
-    mean = jnp.where(is_first, M0, p["a"] * x_prev)
-    var = jnp.where(is_first, P0, jnp.exp(p["log_q"]))
-    x = dist.Normal(mean, jnp.sqrt(var)) @ "x"
-    dist.Normal(C * x, jnp.exp(0.5 * p["log_r"])) @ "y"
-    return x
-
-
-@ppl.gen
-def lg_params(p, flags):
-    return ppl.scan(lg_step_params, in_axes=(0, None))(0.0, flags, p) @ "steps"
-
-
-def kalman_mle(ys):
-    """The maximum-likelihood (a, log q, log r) by the Kalman likelihood, and its standard errors."""
-    def nll(theta):
-        return -oracles.kalman_filter(ys, theta[0], C, np.exp(theta[1]), np.exp(theta[2]), M0, P0)[2]
-
-    ml = optimize.minimize(nll, [0.5, 0.0, 0.0], method="Nelder-Mead",
-                           options={"xatol": 1e-7, "fatol": 1e-10, "maxiter": 10_000}).x
-    h, eye = 1e-3, np.eye(3)  # the observed information, by finite differences
-    hess = np.array([[(nll(ml + h * (ei + ej)) - nll(ml + h * (ei - ej)) - nll(ml - h * (ei - ej))
-                       + nll(ml - h * (ei + ej))) / (4 * h * h) for ej in eye] for ei in eye])
-    return nll, ml, np.sqrt(np.diag(np.linalg.inv(hess)))
-
-
 def test_learn_by_ppg_recovers_the_maximum_likelihood_parameters():
-    _, ys = oracles.lgssm_simulate(np.random.default_rng(1), 200, A, C, Q, R, M0, P0)
+    ys, args, obs = simulated(200, 1)
     nll, ml, se = kalman_mle(ys)
-    res = pgibbs.learn(jax.random.key(0), lg_params, {"a": 0.5, "log_q": 0.0, "log_r": 0.0},
-                       (jnp.arange(200) == 0,), {"steps": {"y": jnp.asarray(ys, jnp.float32)}}, n_particles=10,
-                       num_steps=500, optimizer=optax.adam(1e-2), progress_bar=False, method="ppg")
+    res = pgibbs.learn(jax.random.key(0), lgssm_params, {"a": 0.5, "log_q": 0.0, "log_r": 0.0}, args, obs,
+                       n_particles=10, num_steps=500, optimizer=optax.adam(1e-2), progress_bar=False, method="ppg")
     est = np.array([res.params["a"], res.params["log_q"], res.params["log_r"]], np.float64)
     assert np.all(np.abs(est - ml) < 0.5 * se), (est, ml, se)
     assert nll(est) - nll(ml) < 0.1
