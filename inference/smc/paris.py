@@ -143,11 +143,33 @@ def backward_draws(key: jax.Array, target: Target, previous: SMCState, choices: 
     log_ratio = log_p - jax.vmap(lambda c: backward.log_bound(c, t))(choices)[:, None, None]
     accepted = jnp.log(jax.random.uniform(k_accept, (n, k, m))) < log_ratio
     drawn = jnp.take_along_axis(candidates, jnp.argmax(accepted, axis=-1)[..., None], axis=-1)[..., 0]
-    done = jnp.any(accepted, axis=-1)
-    # the exact draw only where every try was rejected, and only on a step where some were
-    draws = jax.lax.cond(jnp.all(done), lambda: drawn, lambda: jnp.where(
-        done, drawn, exact_backward_draws(k_exact, target, previous, choices, k, t)))
+    draws = _draw_rejected_exactly(k_exact, target, previous, choices, drawn, jnp.any(accepted, axis=-1), t)
     return draws, jnp.any(log_ratio > 1e-3)
+
+
+def _draw_rejected_exactly(key: jax.Array, target: Target, previous: SMCState, choices: Any, drawn: jax.Array,
+                           done: jax.Array, t) -> jax.Array:
+    """`drawn` (N, K) with an exact draw wherever every try was rejected (`~done`), a chunk of N / 8 such draws a
+    loop iteration: a loop, not a branch, so that under `vmap` the N² densities are not computed every step."""
+    n, k = done.shape
+    chunk = max(1, n // 8)
+
+    def exact_chunk(state):
+        drawn, done, key = state
+        key, k_draw = jax.random.split(key)
+        pairs = jnp.nonzero(~done.ravel(), size=chunk, fill_value=0)[0]  # a filler repeats pair 0: still exact
+
+        def draw(k_i, pair):
+            choice_i = gather(choices, pair // k)
+            logits = previous.log_weights + jax.vmap(lambda p: _step_log_density(target, choice_i, p, t))(
+                previous.particles)
+            return resampling.categorical(k_i, logits, 1)[0]
+
+        new = jax.vmap(draw)(jax.random.split(k_draw, chunk), pairs)
+        kept = jnp.where(done.ravel()[pairs], drawn.ravel()[pairs], new)
+        return drawn.ravel().at[pairs].set(kept).reshape(n, k), done.ravel().at[pairs].set(True).reshape(n, k), key
+
+    return jax.lax.while_loop(lambda state: ~jnp.all(state[1]), exact_chunk, (drawn, done, key))[0]
 
 
 def paris_step(filter_step: Callable, increment: Additive, backward: Backward) -> Callable:
