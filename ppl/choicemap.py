@@ -235,7 +235,10 @@ def merge(first: Any, second: Any) -> Any:
         raise ModelError("two choice maps both give a value at the same address; give each address once")
     out = dict(first)
     for k, v in second.items():
-        out[k] = merge(out[k], v) if k in out else v
+        try:
+            out[k] = merge(out[k], v) if k in out else v
+        except ModelError as error:
+            raise error.at(k) from None
     return out
 
 

@@ -179,10 +179,11 @@ def test_merge_with_empty_maps():
 
 
 def test_merge_rejects_an_address_given_twice():
-    # the error does not name the address (ModelError.address is empty): only that some address is given twice
+    # the error names the address given twice
     with pytest.raises(ModelError, match="two choice maps both give a value at the same address") as info:
         choicemap.merge({"a": 1.0, "s": {"x": 2.0}}, {"s": {"x": 3.0}})
-    assert info.value.address == ()
+    assert info.value.address == ("s", "x")
+    assert "at address 's/x'" in str(info.value)
     with pytest.raises(ModelError, match="give each address once"):
         choicemap.merge({"a": 1.0}, {"a": {"b": 2.0}})  # a value and a sub-map at one address
 

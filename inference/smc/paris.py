@@ -7,9 +7,10 @@ K draws J^{i,1..K} from the backward kernel Λ_t(i, j) ∝ w_{t-1}^j p(x_t^i, y_
     τ_t^i = K⁻¹ Σ_k [τ_{t-1}^{J^{i,k}} + h_t(carry_{t-1}^{J^{i,k}}, carry_t^i)],
 
 and the estimate is Σ_i w_T^i τ_T^i / Σ_i w_T^i. The transition density is the step's own
-(`assess` through the generative function interface), its N × N values computed at every step
-for exact draws (O(N²) a step; the accept-reject draws of the paper need a bound on the
-density, which a generic step does not give). The first backward draw of each particle, kept
+(`assess` through the generative function interface). Backward indices are drawn exactly from
+each new particle's N densities (O(N²) a step), or, given an upper bound of the step's density
+over carries (which a generic step does not give, so the user does), by accept-reject as in the
+paper (O(N K) expected a step). The first backward draw of each particle, kept
 per step, traces a trajectory back from a final particle: a draw from the backward-simulation
 smoother, which is how PaRIS particle Gibbs (`pgibbs.ppg`) renews its reference.
 
