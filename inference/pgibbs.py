@@ -45,7 +45,7 @@ from .mcmc import run as mcmc_run
 from .mcmc.kernels import Kernel
 from .mcmc.progress import progress, progress_callback
 from .mcmc.result import MCMCResult
-from .ppg import PPGResult, check_params_free_carry, ppg, prefix_score, step_score
+from .ppg import PPGResult, ppg, score_sweep
 
 __all__ = ["LearnResult", "PPGResult", "learn", "ppg", "run", "update_rate"]
 
@@ -148,18 +148,8 @@ def _msc_score(key, model, params, args, observations, reference, settings: _Lea
 
 
 def _ppg_score(key, model, params, args, observations, reference, settings: _LearnSettings):
-    """PaRIS particle Gibbs' step: conditional PaRIS of the step scores (Fisher's identity) plus the prefix's
-    score; the next reference is traced back through the backward draws."""
-    space = ppl.state_space(model, (params, *args))
-    prefix = ppl.choicemap.outside(reference, space.path)
-    steps = ppl.choicemap.subconstraint(reference, space.path)
-    check_params_free_carry(space, prefix, params, args, jax.tree.map(lambda x: x[0], steps))
-    config = smc.SMCConfig.of(settings.n_particles, 1.0, record="none")
-    res, reference = smc.conditional_paris(key, model, (params, *args), observations, reference,
-                                           step_score(space, prefix, params, args),
-                                           smc.Backward(settings.n_backward), config)
-    score = jax.tree.map(jnp.add, res.estimate, prefix_score(space, prefix, params, args))
-    return score, reference, res.log_marginal
+    """PaRIS particle Gibbs' step (`ppg.score_sweep`)."""
+    return score_sweep(key, model, params, args, observations, reference, settings.n_particles, settings.n_backward)
 
 
 @eqx.filter_jit

@@ -29,7 +29,7 @@ from ._jit import jit
 from .mcmc.progress import progress, progress_callback
 from .smc.dependence import dependent_outputs
 
-__all__ = ["PPGResult", "check_params_free_carry", "ppg", "prefix_score", "step_score"]
+__all__ = ["PPGResult", "check_params_free_carry", "ppg", "prefix_score", "score_sweep", "step_score"]
 
 
 class PPGResult(NamedTuple):
@@ -158,3 +158,19 @@ def check_params_free_carry(space: ppl.StateSpace, prefix: dict, params: Any, ar
     if any(dependent_outputs(carry, params)):
         raise ValueError('learn(method="ppg") needs a step whose carry is its choices, not a function of the '
                          'parameters too (return the latent state itself); method="msc" has no such limit')
+
+
+def score_sweep(key: jax.Array, model: ppl.GenFn, params: Any, args: tuple, observations: dict, reference: dict,
+                n_particles: int, n_backward: int) -> tuple[Any, dict, jax.Array]:
+    """One sweep of PaRIS particle Gibbs on the score: conditional PaRIS at `params` with `reference` kept, its
+    estimate of Σ_t ∇_θ log p_θ(x_t, y_t | x_{t-1}) plus the prefix's score (Fisher's identity), the next
+    reference and the sweep's log Ẑ. Iterated at a fixed θ, the average estimates ∇_θ log p_θ(y)."""
+    space = ppl.state_space(model, (params, *args))
+    prefix = ppl.choicemap.outside(reference, space.path)
+    steps = ppl.choicemap.subconstraint(reference, space.path)
+    check_params_free_carry(space, prefix, params, args, jax.tree.map(lambda x: x[0], steps))
+    config = smc.SMCConfig.of(n_particles, 1.0, record="none")
+    res, reference = smc.conditional_paris(key, model, (params, *args), observations, reference,
+                                           step_score(space, prefix, params, args), smc.Backward(n_backward), config)
+    score = jax.tree.map(jnp.add, res.estimate, prefix_score(space, prefix, params, args))
+    return score, reference, res.log_marginal

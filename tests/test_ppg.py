@@ -14,7 +14,7 @@ import pytest
 from test_paris import T, assert_unbiased, lgssm_data, moments
 
 import ppl
-from inference import pgibbs, smc
+from inference import pgibbs, ppg, smc
 from ppl import dist
 from testbed import oracles
 from testbed.lgssm import M0, P0, A, C, Q, R, kalman_mle, lgssm, lgssm_params, simulated
@@ -106,3 +106,34 @@ def test_learn_by_ppg_refuses_a_carry_that_depends_on_the_parameters():
         pgibbs.learn(jax.random.key(0), scaled, {"a": 0.5}, (flags,), obs, 4, 3, progress_bar=False, method="ppg")
     with pytest.raises(ValueError, match='method is "msc"'):
         pgibbs.learn(jax.random.key(0), scaled, {"a": 0.5}, (flags,), obs, 4, 3, method="paris")
+
+
+def test_the_ppg_score_averages_to_the_kalman_likelihoods_gradient():
+    # Fisher's identity at a fixed θ away from the MLE: the chain's mean score is ∇_θ log p_θ(y), exactly
+    ys, args, obs = simulated(50, 2)
+    theta = np.array([0.8, np.log(0.6), np.log(0.9)])
+
+    def log_lik(t):
+        return oracles.kalman_filter(ys, t[0], C, np.exp(t[1]), np.exp(t[2]), M0, P0)[2]
+
+    h = 1e-5
+    exact = np.array([(log_lik(theta + h * e) - log_lik(theta - h * e)) / (2 * h) for e in np.eye(3)])
+    params = {"a": jnp.float32(theta[0]), "log_q": jnp.float32(theta[1]), "log_r": jnp.float32(theta[2])}
+
+    def chain(key):
+        k_init, k_sweeps = jax.random.split(key)
+        reference = lgssm_params.generate(k_init, obs, params, *args)[0].choices
+
+        def sweep(reference, k):
+            score, reference, _ = ppg.score_sweep(k, lgssm_params, params, args, obs, reference, 8, 2)
+            return reference, score
+
+        _, scores = jax.lax.scan(sweep, reference, jax.random.split(k_sweeps, 30))
+        return jax.tree.map(lambda s: jnp.mean(s[10:], axis=0), scores)
+
+    reps = 200
+    estimates = jax.jit(jax.vmap(chain))(jax.random.split(jax.random.key(4), reps))
+    for i, name in enumerate(["a", "log_q", "log_r"]):
+        values = np.asarray(estimates[name], np.float64)
+        z = (values.mean() - exact[i]) / (values.std(ddof=1) / np.sqrt(reps))
+        assert abs(z) < 4, (name, values.mean(), exact[i], z)
