@@ -91,12 +91,19 @@ def ppg(
 
     Args:
         key: a PRNG key.
-        model, args, observations, functional, n_backward, proposal, log_density_bound, n_proposals: as in
-            `smc.paris` (a state-space model whose carry is decided by the step's choices, its parameters given
-            as arguments or observed).
+        model: a state-space model whose carry is decided by the step's choices, its parameters given as
+            arguments or observed (as in `smc.paris`).
+        args: its arguments.
+        observations: a choice map; the scan's block holds arrays with time first.
+        functional: `functional(prev_carry, carry)` returns a pytree, h at one step (as in `smc.paris`).
         n_particles: N per sweep, the reference included (at least 2).
         num_iterations: sweeps; the first reference is a draw of `model.generate` given the observations.
         burn_in: sweeps whose estimates are left out of the average (the chain forgets its start within a few).
+        n_backward: K, backward draws per particle and step.
+        proposal: the filter's proposal, as in `smc.run`.
+        log_density_bound: an upper bound of the step's log density over carries, for accept-reject backward
+            draws (as in `smc.paris`); None for exact draws.
+        n_proposals: accept-reject tries of a draw before its exact draw takes over.
         progress_bar: a tqdm bar advanced from inside the compiled program.
 
     Returns:

@@ -320,7 +320,9 @@ def paris(
             initial carry). E.g. `lambda x0, x1: x1` gives E[Σ_t x_t | y].
         n_particles: N.
         n_backward: K, backward draws per particle and step (2 is the usual choice: 1 degenerates).
-        proposal, resampling_scheme, ess_threshold: the filter's, as in `smc.run`.
+        proposal: the filter's proposal, as in `smc.run` (None for the step's prior).
+        resampling_scheme: as in `smc.run`.
+        ess_threshold: as in `smc.run`.
         log_density_bound: `log_density_bound(choices_t, t)`, an upper bound of log p(x_t, y_t | carry) over
             every carry for the step's choices (e.g. the transition's largest density plus the observation's
             log density): backward indices are then drawn by accept-reject, O(N K) expected a step, instead of
