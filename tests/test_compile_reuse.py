@@ -15,12 +15,13 @@ from collections.abc import Callable, Iterator
 import jax
 import jax.numpy as jnp
 import optax
+from test_vi import conjugate, mean_field
 
 import ppl
 from inference import mcmc, pgibbs, smc, tempering, vi
 from inference.mcmc import kernels
 from ppl import dist
-from test_vi import conjugate, mean_field
+from testbed.ar import ar_model
 
 BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
 
@@ -90,19 +91,6 @@ def test_mcmc_run_with_every_other_kernel_rebuilt():
         kernels.mh_proposal(random_walk),
         kernels.gibbs("digit", jnp.arange(3)),
     )))
-
-
-@ppl.gen
-def ar_step(x_prev, is_first, a):
-    x = dist.Normal(jnp.where(is_first, 0.0, a * x_prev), 1.0) @ "x"
-    dist.Normal(x, 1.0) @ "y"
-    return x
-
-
-@ppl.gen
-def ar_model(flags):
-    a = dist.Normal(0.5, 0.5) @ "a"
-    return ppl.scan(ar_step, in_axes=(0, None))(0.0, flags, a) @ "steps"
 
 
 def ar_data():

@@ -10,10 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import ppl
 from inference import smc
-from ppl import dist
 from testbed import non_markov, oracles
+from testbed.ar import ar_model
 from testbed.lgssm import M0, P0, A, C, Q, R, lg_step, lgssm, log_density_bound, simulated, smoothing_moments
 
 T = 20
@@ -86,24 +85,11 @@ def test_paris_refuses_bad_arguments():
         smc.paris(jax.random.key(0), lgssm, args, obs, {"sum": 1.0}, 8)
 
 
-@ppl.gen
-def ar_step(x_prev, is_first, a):
-    x = dist.Normal(jnp.where(is_first, 0.0, a * x_prev), 1.0) @ "x"
-    dist.Normal(x, 1.0) @ "y"
-    return x
-
-
-@ppl.gen
-def ar_with_a_latent_coefficient(flags):
-    a = dist.Normal(0.5, 0.5) @ "a"
-    return ppl.scan(ar_step, in_axes=(0, None))(0.0, flags, a) @ "steps"
-
-
 def test_paris_refuses_parameters_drawn_per_particle():
     flags, obs = jnp.arange(4) == 0, {"steps": {"y": jnp.zeros(4)}}
     with pytest.raises(ValueError, match="pass the model's parameters as arguments or observe them"):
-        smc.paris(jax.random.key(0), ar_with_a_latent_coefficient, (flags,), obs, moments, 8)
-    smc.paris(jax.random.key(0), ar_with_a_latent_coefficient, (flags,), {**obs, "a": 0.5}, moments, 8)
+        smc.paris(jax.random.key(0), ar_model, (flags,), obs, moments, 8)
+    smc.paris(jax.random.key(0), ar_model, (flags,), {**obs, "a": 0.5}, moments, 8)
 
 
 @pytest.mark.parametrize("n_proposals", [1, 16])
