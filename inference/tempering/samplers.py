@@ -59,10 +59,9 @@ def _stuck(report: MoveReport, move) -> jax.Array:
     return (report.acceptance < POOR_ACCEPTANCE) | (report.jump < min_jump)
 
 
-def _idle(report: MoveReport) -> MoveReport:
-    """The record of a stage after the last: nothing moved."""
-    return MoveReport(jnp.zeros_like(report.acceptance), jnp.zeros_like(report.n_moves),
-                      jnp.full_like(report.jump, jnp.nan), jnp.full_like(report.step_size, jnp.nan))
+def _idle_value(x: jax.Array) -> jax.Array:
+    """A stage record's entry for a stage that did not run: NaN for a float, 0 or False otherwise."""
+    return jnp.full((), jnp.nan, x.dtype) if jnp.issubdtype(x.dtype, jnp.floating) else jnp.zeros((), x.dtype)
 
 
 def _result(traces, log_z, failed, schedule, n_stages, report: MoveReport, stuck) -> TemperingResult:
@@ -81,28 +80,31 @@ def _temper(key, model, args, observations, settings: _Settings, move):
     k_init, k_stages = jax.random.split(key)
     traces, log_lik = jax.vmap(lambda i: model.generate(ppl.Streams(k_init, i), observations, *args))(jnp.arange(n))
 
-    def stage(state, key):
-        traces, log_lik, beta, log_z, failed, step_size = state
-        done = beta >= 1.0
-        new_beta = jnp.where(done, beta, _next_beta(beta, log_lik, settings.target_ess))
+    def more(state):
+        i, _, _, beta, _, failed, _, _, _ = state
+        return (i < settings.max_stages) & (beta < 1.0) & ~failed
+
+    def stage(state):
+        i, traces, log_lik, beta, log_z, _, step_size, record, key = state
+        key, k_stage = jax.random.split(key)
+        new_beta = _next_beta(beta, log_lik, settings.target_ess)
         inc = (new_beta - beta) * log_lik
         step_z = logsumexp(inc) - jnp.log(n)
-        failed = failed | ~jnp.isfinite(step_z)
-        log_z = jnp.where(done, log_z, log_z + step_z)
-        moved, report, new_step = _resample_and_move(key, settings, move, ppl.Tempered(model, new_beta, obs_selection),
-                                                     traces, inc, args, step_size)
-        traces = jax.tree.map(lambda a, b: jnp.where(done, a, b), traces, moved)
-        report = jax.tree.map(lambda idle, r: jnp.where(done, idle, r), _idle(report), report)
-        stuck = ~done & _stuck(report, move)
-        state = (traces, jax.vmap(log_lik_of)(traces), new_beta, log_z, failed, jnp.where(done, step_size, new_step))
-        return state, (new_beta, report, stuck)
+        traces, report, step_size = _resample_and_move(k_stage, settings, move,
+                                                       ppl.Tempered(model, new_beta, obs_selection), traces, inc, args,
+                                                       step_size)
+        record = jax.tree.map(lambda r, x: r.at[i].set(x), record, (new_beta, report, _stuck(report, move)))
+        return (i + 1, traces, jax.vmap(log_lik_of)(traces), new_beta, log_z + step_z, ~jnp.isfinite(step_z),
+                step_size, record, key)
 
-    step_size = move.initial_step_size(model, traces, args)
-    init = (traces, log_lik, jnp.zeros(()), jnp.zeros(()), jnp.zeros((), bool), step_size)
-    (traces, _, beta, log_z, failed, _), (betas, report, stuck) = jax.lax.scan(
-        stage, init, jax.random.split(k_stages, settings.max_stages))
-    n_stages = jnp.sum(jnp.concatenate([jnp.ones(1, bool), betas[:-1] < 1.0]) & (betas > 0))
-    return _result(traces, log_z, failed | (beta < 1.0), betas, n_stages, report, stuck)
+    empty = (jnp.zeros(()), MoveReport(jnp.zeros(()), jnp.zeros((), jnp.int32), jnp.zeros(()), jnp.zeros(())),
+             jnp.zeros((), bool))
+    record = jax.tree.map(lambda x: jnp.broadcast_to(_idle_value(x), (settings.max_stages,)), empty)
+    init = (jnp.zeros((), jnp.int32), traces, log_lik, jnp.zeros(()), jnp.zeros(()), jnp.zeros((), bool),
+            move.initial_step_size(model, traces, args), record, k_stages)
+    n_stages, traces, _, beta, log_z, failed, _, (betas, report, stuck), _ = jax.lax.while_loop(more, stage, init)
+    schedule = jnp.where(jnp.arange(settings.max_stages) < n_stages, betas, beta)  # padded with the last value
+    return _result(traces, log_z, failed | (beta < 1.0), schedule, n_stages, report, stuck)
 
 
 def _move(observations, selection, kernel, n_mcmc, max_moves, chain_length):
@@ -145,7 +147,7 @@ def temper(
     resampling_scheme: resampling.SchemeName = "systematic",
     selection: ppl.Selection | None = None,
     kernel: Kernel | None = None,
-    max_moves: int = 20,
+    max_moves: int = 50,
     waste_free: int | None = None,
 ) -> TemperingResult:
     """Adaptive tempering SMC from the prior to the posterior (see `inference.tempering`).
@@ -157,8 +159,8 @@ def temper(
         observations: a choice map; their density (and every `ppl.factor`) is the likelihood L that is tempered.
         n_particles: N.
         target_ess: each stage's temperature keeps the ESS of its incremental weights at this fraction of N.
-        n_mcmc: moves a stage. None: the default move runs until the particles have jumped their own spread
-            (`max_moves` at most); a `kernel` of your own runs 5.
+        n_mcmc: moves a stage. None: the default move runs until every coordinate of the particles has
+            decorrelated from the stage's start (`max_moves` at most); a `kernel` of your own runs 5.
         max_stages: stages at most; `failed` is set if β has not reached 1 by then.
         resampling_scheme: "systematic", "stratified", "multinomial" or "residual".
         selection: the choices the default HMC moves (default: every unobserved one; they must be continuous).
@@ -225,7 +227,7 @@ def anneal(
     resampling_scheme: resampling.SchemeName = "systematic",
     selection: ppl.Selection | None = None,
     kernel: Kernel | None = None,
-    max_moves: int = 20,
+    max_moves: int = 50,
     waste_free: int | None = None,
 ) -> TemperingResult:
     """SMC through the targets `model(*args_k)`, k = 0..K (arrays in `args_sequence` stacked on axis 0).
