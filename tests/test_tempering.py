@@ -119,7 +119,7 @@ def test_kernels_on_the_tempered_model_leave_the_tempered_posterior_invariant(ke
     assert stats.kstest(moved(model), exact).pvalue < 1e-6
 
 
-@pytest.mark.parametrize("dimension", [2, 10, 50])
+@pytest.mark.parametrize("dimension", [2, 10, pytest.param(50, marks=pytest.mark.slow)])  # 50: 30 s
 def test_adaptive_hmc_tempering_gets_the_evidence_and_posterior_of_a_regression(dimension):
     # the failure: MH from the prior was 28 nats off at D = 6; HMC tuned per stage from the particles
     prob = linear_regression.problem(dimension)

@@ -150,10 +150,11 @@ def backward_draws(key: jax.Array, target: Target, previous: SMCState, choices: 
 
 def _draw_rejected_exactly(key: jax.Array, target: Target, previous: SMCState, choices: Any, drawn: jax.Array,
                            done: jax.Array, t) -> jax.Array:
-    """`drawn` (N, K) with an exact draw wherever every try was rejected (`~done`), a chunk of N / 8 such draws a
-    loop iteration: a loop, not a branch, so that under `vmap` the N² densities are not computed every step."""
+    """`drawn` (N, K) with an exact draw wherever every try was rejected (`~done`), a chunk of N K / 8 such draws a
+    loop iteration (so a step whose every try failed costs about what exact draws cost): a loop, not a branch, so
+    that under `vmap` the densities of the exact draws are not computed on every step."""
     n, k = done.shape
-    chunk = max(1, n // 8)
+    chunk = max(1, n * k // 8)
 
     def exact_chunk(state):
         drawn, done, key = state
