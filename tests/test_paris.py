@@ -44,7 +44,8 @@ def assert_unbiased(ys, estimates):
         assert abs(z) < 4, (name, values.mean(), exact, z)
 
 
-@pytest.mark.parametrize("n_backward", [1, 2, 4])
+@pytest.mark.parametrize("n_backward", [pytest.param(1, marks=pytest.mark.slow), 2,
+                                        pytest.param(4, marks=pytest.mark.slow)])  # 5-6 s each
 def test_paris_matches_the_rts_smoother(n_backward):
     assert_unbiased(*replicated_estimates(512, n_backward, 64))
 
@@ -92,7 +93,7 @@ def test_paris_refuses_parameters_drawn_per_particle():
     smc.paris(jax.random.key(0), ar_model, (flags,), {**obs, "a": 0.5}, moments, 8)
 
 
-@pytest.mark.parametrize("n_proposals", [1, 16])
+@pytest.mark.parametrize("n_proposals", [1, pytest.param(16, marks=pytest.mark.slow)])
 def test_accept_reject_backward_draws_have_the_backward_kernels_law(n_proposals):
     # one tries-per-draw leaves most draws to the exact fallback, sixteen almost none: both must be exact
     from scipy import stats

@@ -144,7 +144,7 @@ def test_adaptive_hmc_tempering_gets_the_evidence_and_posterior_of_a_regression(
 
 
 def test_waste_free_tempering_gets_the_evidence_and_posterior():
-    prob = linear_regression.problem(10)
+    prob = linear_regression.problem(4)
     run = jax.jit(jax.vmap(lambda k: tempering.temper(k, linear_regression.regression, (prob.X,), prob.observations,
                                                       1000, waste_free=10)))
     res = run(jax.random.split(jax.random.key(7), 8))
