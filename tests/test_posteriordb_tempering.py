@@ -18,7 +18,7 @@ from testbed import posteriordb
 
 pytestmark = pytest.mark.shared_data  # reads ../shared/data/posteriordb
 
-# sblrc and arK take 450 s and 230 s on two cores (their priors are far wider than their posteriors: many stages)
+# sblrc and arK take 230 s and 440 s on two cores (their priors are far wider than their posteriors: many stages)
 PROPER_PRIORS = ["eight_schools-eight_schools_noncentered", pytest.param("sblrc-blr", marks=pytest.mark.slow),
                  pytest.param("arK-arK", marks=pytest.mark.slow)]
 
