@@ -161,6 +161,7 @@ def test_a_reward_model_over_http_scores_prefixes_as_the_in_jax_one(prm_server):
         HTTPRewardModel("http://127.0.0.1:9/score", timeout=5, retries=0).score(["x"])
 
 
+@pytest.mark.slow  # 134 s on two cores; test_a_reward_model_over_http_scores_prefixes_as_the_in_jax_one covers the server
 def test_remote_reasoner_twists_by_the_served_reward_model(prm_server, remote):
     """Weighted vote over HTTP with the served head: each trajectory's weight is V of its final prefix (the twist's
     increments telescope), and each step's live prefixes went to the reward model as one request."""
