@@ -117,16 +117,17 @@ def _step_log_density(target: Target, choice_i: Any, particle, t) -> jax.Array:
     return target.space.step.assess(choice_i, *target.step_args(particle, t))[0]
 
 
+def _backward_logits(target: Target, previous: SMCState, choice_i: Any, t) -> jax.Array:
+    """log Λ_t(i, ·) up to a constant: w_{t-1}^j p(x_t^i, y_t | carry_{t-1}^j) for every previous particle j."""
+    return previous.log_weights + jax.vmap(lambda p: _step_log_density(target, choice_i, p, t))(previous.particles)
+
+
 def exact_backward_draws(key: jax.Array, target: Target, previous: SMCState, choices: Any, n_draws: int,
                          t) -> jax.Array:
     """K draws from Λ_t(i, ·) ∝ w_{t-1}^j p(x_t^i, y_t | carry_{t-1}^j) for each new particle i: shape (N, K)."""
 
-    def logits(choice_i):
-        return previous.log_weights + jax.vmap(lambda p: _step_log_density(target, choice_i, p, t))(
-            previous.particles)
-
     n = target.config.n_particles
-    rows = jax.vmap(logits)(choices)
+    rows = jax.vmap(lambda choice_i: _backward_logits(target, previous, choice_i, t))(choices)
     draw = lambda i, row: resampling.categorical(ppl.streams.as_key(ppl.Streams(key, i)), row, n_draws)
     return jax.vmap(draw)(jnp.arange(n), rows)
 
@@ -163,9 +164,7 @@ def _draw_rejected_exactly(key: jax.Array, target: Target, previous: SMCState, c
 
         def draw(k_i, pair):
             choice_i = gather(choices, pair // k)
-            logits = previous.log_weights + jax.vmap(lambda p: _step_log_density(target, choice_i, p, t))(
-                previous.particles)
-            return resampling.categorical(k_i, logits, 1)[0]
+            return resampling.categorical(k_i, _backward_logits(target, previous, choice_i, t), 1)[0]
 
         new = jax.vmap(draw)(jax.random.split(k_draw, chunk), pairs)
         kept = jnp.where(done.ravel()[pairs], drawn.ravel()[pairs], new)
