@@ -25,6 +25,22 @@ def test_notebook_executes(notebook):
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(EXAMPLES)}}).execute()
 
 
+@pytest.mark.parametrize("notebook", sorted(EXAMPLES.glob("*.ipynb")), ids=lambda p: p.name)
+def test_notebook_committed_with_outputs(notebook):
+    """The docs site renders each notebook as committed (mkdocs-jupyter, `execute: false`), so every code cell must
+    have been run, top to bottom, with its outputs saved: `python -m nbconvert --to notebook --execute --inplace
+    examples/*.ipynb` (examples/README.md). A cell may show nothing (it only defines things) but must have run."""
+    nb = nbformat.read(notebook, as_version=4)
+    cells = [(i, c) for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.source.strip()]
+    not_run = [i for i, c in cells if c.execution_count is None]
+    assert not not_run, f"code cells {not_run} (0-based, among all cells) have not been run; run the notebook in place"
+    counts = [c.execution_count for _, c in cells]
+    assert counts == sorted(set(counts)), f"execution counts {counts}: not one run from the top"
+    errors = [i for i, c in cells if any(o.output_type == "error" for o in c.outputs)]
+    assert not errors, f"cells {errors} saved an error"
+    assert any(c.outputs for _, c in cells), "no cell has saved outputs"
+
+
 @pytest.mark.shared_data
 def test_regression_importance_sampling_matches_reference():
     import regression as ex
