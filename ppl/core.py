@@ -79,6 +79,14 @@ class Trace(eqx.Module):
     def project(self, selection: Selection) -> jax.Array:
         """log density of the selected choices, plus every factor (see `GenFn.project`)."""
 
+    @abc.abstractmethod
+    def log_densities(self) -> Any:
+        """Each choice's own log density, shaped like `choices` (factors excluded).
+
+        The elements of a `ppl.vmap` and the steps of a `ppl.scan` keep one each: the
+        pointwise log-likelihood of an observed plate, as `az.loo` needs it.
+        """
+
     def compact(self) -> Trace:
         """This trace without `args` and `retval`, as kept inside combinator traces."""
         return self

@@ -65,6 +65,9 @@ class ChoiceTrace(Trace):
     def project(self, selection: Selection):
         return self.log_density if selection.selects_here() else jnp.zeros(())
 
+    def log_densities(self):
+        return self.log_density
+
 
 class _InverseTrace(ChoiceTrace):
     """A choice whose `choices` are its unconstrained value (the model still sees `value`)."""

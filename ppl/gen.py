@@ -56,6 +56,9 @@ class GenTrace(Trace):
             total = total + sub.project(functools.reduce(lambda s, k: s.step(k), path, selection))
         return total
 
+    def log_densities(self) -> dict:
+        return choicemap.nest({path: sub.log_densities() for path, sub in self.subtraces.items()})
+
     def compact(self) -> GenTrace:
         return GenTrace({p: s.compact() for p, s in self.subtraces.items()}, self.factor_total, None, None)
 

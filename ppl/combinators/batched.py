@@ -39,5 +39,8 @@ class BatchedTrace(Trace):
     def project(self, selection: Selection):
         return jnp.sum(jax.vmap(lambda tr: tr.project(selection))(self.inner))
 
+    def log_densities(self):
+        return self.inner.log_densities()
+
     def compact(self):
         return BatchedTrace(self.inner, None, None)

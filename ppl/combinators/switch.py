@@ -56,6 +56,15 @@ class SwitchTrace(Trace):
     def project(self, selection: Selection):
         return _select(self.index, range(len(self.branches)), [tr.project(selection) for tr in self.branches])
 
+    def log_densities(self):
+        # an inactive branch's slot holds zeros, so the sum is the active branch's, and 0 where it made no choice
+        branches = [choicemap.flatten(tr.log_densities()) for tr in self.branches]
+        total: dict = {}
+        for flat in branches:
+            for path, value in flat:
+                total[path] = total[path] + value if path in total else value
+        return total[()] if () in total else choicemap.nest(total)
+
     def compact(self):
         return SwitchTrace(self.index, self.branches, None, None)
 
