@@ -23,7 +23,7 @@ import ppl
 from ppl.choicemap import flatten
 
 from .display import html_table, is_traced, text_table
-from .predictive import pointwise_log_likelihood, predictive
+from .predict import pointwise_log_likelihood, predictive
 
 if TYPE_CHECKING:
     import arviz
