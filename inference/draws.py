@@ -21,8 +21,8 @@ import numpy as np
 
 import ppl
 from ppl.choicemap import flatten
+from ppl.display import html_table, is_traced, text_table
 
-from .display import html_table, is_traced, text_table
 from .predict import pointwise_log_likelihood, predictive
 
 if TYPE_CHECKING:
@@ -114,10 +114,12 @@ class Draws(eqx.Module):
         return f"{type(self).__name__}: {chains} chain{'s' * (chains != 1)} × {draws} draws"
 
     def __repr__(self) -> str:
-        rows = [(name(p), str(tuple(x.shape[2:])), *([] if is_traced(x) else [np.mean(x), np.std(x)]))
-                for p, x in flatten(self.samples)]
-        header = ["address", "shape"] + ([] if is_traced(self.samples) else ["mean", "sd"])
-        return text_table(self._title(), header, rows)
+        if is_traced(self.samples):
+            rows = [(name(p), str(tuple(x.shape[2:]))) for p, x in flatten(self.samples)]
+            return text_table(self._title(), ["address", "shape"], rows)
+        rows = [(f"{name(p)}[{', '.join(map(str, i))}]" if i else name(p), np.mean(x[(..., *i)]), np.std(x[(..., *i)]))
+                for p, x in flatten(self.samples) for i in np.ndindex(np.shape(x)[2:])]
+        return text_table(self._title(), ["", "mean", "sd"], rows)
 
     def _repr_html_(self) -> str:
         if is_traced(self.samples):

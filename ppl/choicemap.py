@@ -27,6 +27,7 @@ The operations (docs/language.md has the same list):
 - `check_observations(choices)`: raise naming the address of a NaN value.
 - `check_all_visited(choices, visited, what)`: raise naming an unvisited address.
 - `check_selected(paths, choices)`: raise naming a selected path that is no address.
+- `table(choices)`: the map shown as a table (text, and HTML in a notebook).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Masked", "Unconstrained", "check_all_visited", "check_observations", "check_selected", "drop_masked", "flatten",
     "has_masked", "index", "latents", "masked", "merge", "nest", "normalize", "outside", "split", "subconstraint",
-    "unmask",
+    "table", "unmask",
 ]
 
 
@@ -344,3 +345,11 @@ def leaf_shape_dtype(x: Any) -> tuple[tuple, Any]:
     value = x.value if isinstance(x, Masked) else x
     arr = jnp.asarray(value) if not hasattr(value, "shape") else value
     return tuple(arr.shape), arr.dtype
+
+
+def table(choices: Any, title: str = "choice map") -> Any:
+    """The choice map as a table of addresses, shapes and values: its `repr`, and HTML in a notebook cell
+    (a choice map is a plain dict, so it cannot show itself)."""
+    from .display import ChoiceTable  # here: ppl.display reads choice maps with this module
+
+    return ChoiceTable(normalize(choices), title)

@@ -32,7 +32,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from . import choicemap, streams
+from . import choicemap, display, streams
 from .errors import ModelError
 from .selection import Selection
 
@@ -90,6 +90,21 @@ class Trace(eqx.Module):
     def compact(self) -> Trace:
         """This trace without `args` and `retval`, as kept inside combinator traces."""
         return self
+
+    def _table(self) -> display.ChoiceTable:
+        traced = display.is_traced(self.score)
+        title = f"{type(self).__name__}" + ("" if traced else f", score {display.fmt(jnp.sum(self.score))}")
+        try:
+            densities = None if traced else self.log_densities()
+        except ModelError:  # a joint density (an autoguide's) has no per-address part
+            densities = None
+        return display.ChoiceTable(self.choices, title, densities)
+
+    def __repr__(self) -> str:
+        return repr(self._table())
+
+    def _repr_html_(self) -> str:
+        return self._table()._repr_html_()
 
 
 class StoredArgs(eqx.Module):

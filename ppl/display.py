@@ -55,3 +55,45 @@ def text_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]])
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in cells]
     return "\n".join([title, *lines] + ([f"... and {left} more rows"] if left else []))
+
+
+def _value(x: Any) -> str:
+    """A value in one cell: a number, a short array, or the mean and sd of a long one."""
+    x = np.asarray(x)
+    if x.size == 1:
+        return fmt(x.reshape(()))
+    if x.size <= 6:
+        return np.array2string(x, precision=4, separator=", ")
+    return f"mean {fmt(x.mean())}, sd {fmt(x.std())}"
+
+
+def choice_rows(choices: Any, log_densities: Any = None) -> tuple[list[str], list[list]]:
+    """(header, rows) describing a choice map: each address's shape, value and (given) total log density."""
+    from .choicemap import flatten  # here: ppl.choicemap's helpers are not needed to import this module
+
+    traced = is_traced(choices)
+    densities = dict(flatten(log_densities)) if log_densities is not None and not traced else {}
+    header = ["address", "shape", "value"] + (["log density"] if densities else [])
+    rows = []
+    for path, x in flatten(choices):
+        x = getattr(x, "value", x)  # a Masked or Unconstrained leaf shows its value
+        row = ["/".join(map(str, path)) or "(value)", str(tuple(np.shape(x))), "traced" if traced else _value(x)]
+        if densities:
+            row.append(float(np.sum(densities[path])))
+        rows.append(row)
+    return header, rows
+
+
+class ChoiceTable:
+    """A choice map shown as a table (a choice map is a plain dict, so it cannot show itself):
+    `ppl.choicemap.table(choices)` in a notebook cell."""
+
+    def __init__(self, choices: Any, title: str = "choice map", log_densities: Any = None):
+        self.title = title
+        self.header, self.rows = choice_rows(choices, log_densities)
+
+    def __repr__(self) -> str:
+        return text_table(self.title, self.header, self.rows)
+
+    def _repr_html_(self) -> str:
+        return html_table(self.title, self.header, self.rows)
