@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ppl.display import html_table, text_table
 from ppl.lm import LanguageModel
 
 from . import methods
@@ -68,6 +69,28 @@ class Solution(NamedTuple):
     log_weights: np.ndarray | None = None
     """The candidates' log selection weights (for importance sampling: the log reward, Σ_t log r_t / τ for an
     emission, log r_T / τ for a twist)."""
+
+    def _votes(self) -> list:
+        """(answer, total weight, candidates) per distinct answer, the heaviest first."""
+        tally: dict = defaultdict(lambda: [0.0, 0])
+        for answer, weight in zip(self.answers, np.asarray(self.weights)):
+            tally[answer][0] += float(weight)
+            tally[answer][1] += 1
+        return sorted(([a, w, n] for a, (w, n) in tally.items()), key=lambda row: -row[1])
+
+    def _tables(self) -> list:
+        title = (f"answer {self.answer}: {len(self.texts)} candidates, {self.tokens_generated} tokens, "
+                 f"{self.reward_calls} reward calls, {self.seconds:.1f} s")
+        texts = [(i, a, w, " / ".join(t.split("\n"))[:300]) for i, (a, w, t) in
+                 enumerate(zip(self.answers, np.asarray(self.weights), self.texts))]
+        return [(title, ["answer", "weight", "candidates"], self._votes()),
+                ("candidates", ["", "answer", "weight", "text"], texts)]
+
+    def __repr__(self) -> str:
+        return "\n".join(text_table(*table) for table in self._tables())
+
+    def _repr_html_(self) -> str:
+        return "".join(html_table(*table) for table in self._tables())
 
 
 def normalized(log_weights) -> np.ndarray:

@@ -12,6 +12,7 @@ gradient blew up (the checkpoint, if any, then holds the last finite step).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 from typing import Any, NamedTuple
 
@@ -22,9 +23,13 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
+from ppl.display import html_table, is_traced, text_table
+
 from .program import Objective
 
 __all__ = ["FitResult", "fit"]
+
+WINDOWS = 8  # the objective's curve, shown as its mean over this many stretches of steps
 
 
 class FitResult(NamedTuple):
@@ -36,6 +41,20 @@ class FitResult(NamedTuple):
     """The objective's estimate at every step, shape (steps,)."""
     opt_state: Any
     """The optimizer's final state."""
+
+    def _table(self) -> tuple:
+        values = np.asarray(self.values)
+        edges = np.linspace(0, len(values), min(WINDOWS, len(values)) + 1).astype(int)
+        rows = [(f"{a}–{b - 1}", values[a:b].mean(), values[a:b].std()) for a, b in itertools.pairwise(edges)]
+        end = values[-max(1, len(values) // WINDOWS):].mean()
+        title = f"vi.fit: {len(values)} steps, objective {end:.5g} at the end"
+        return title, ["steps", "mean objective", "sd"], rows
+
+    def __repr__(self) -> str:
+        return f"FitResult({self.values.shape[0]} steps)" if is_traced(self.values) else text_table(*self._table())
+
+    def _repr_html_(self) -> str:
+        return f"<pre>{self!r}</pre>" if is_traced(self.values) else html_table(*self._table())
 
 
 class _State(NamedTuple):
