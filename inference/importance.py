@@ -21,6 +21,8 @@ from jax.scipy.special import logsumexp
 import ppl
 
 from . import inputs, resampling
+from ._jit import jit
+from .progress import advance, progress, tracing
 from .weighted import WeightedParticles
 
 __all__ = ["ImportanceResult", "run", "sample_importance_resampling"]
@@ -35,18 +37,9 @@ class ImportanceResult(WeightedParticles):
         return logsumexp(self.log_weights) - jnp.log(self.log_weights.shape[0])
 
 
-def run(
-    key: jax.Array,
-    model: ppl.GenFn,
-    args: tuple,
-    observations: dict,
-    n_particles: int,
-    proposal: ppl.GenFn | None = None,
-    proposal_args: tuple = (),
-) -> ImportanceResult:
-    """Importance sampling with `n_particles` particles (see the module docstring)."""
-    args, observations = inputs.model_args(args), inputs.observations(observations)
-    n_particles = inputs.count("n_particles", n_particles)
+def _particles(key, model, args, observations, proposal, proposal_args, n_particles: int, progress_bar: bool):
+    """Every particle's trace and log weight: one `vmap` over the particles, or, with the bar, chunks of them in a
+    loop with a callback after each (each particle draws from its own stream, so the numbers are the same)."""
 
     def one(i):
         stream = ppl.Streams(key, i)  # all particles share the key, each draws from its own stream
@@ -57,7 +50,48 @@ def run(
         tr, w = model.generate(k_p, ppl.choicemap.merge(q.choices, observations), *args)
         return tr, w - q.score
 
-    traces, log_w = jax.vmap(one)(jnp.arange(n_particles))
+    if not progress_bar:
+        return jax.vmap(one)(jnp.arange(n_particles))
+    size = -(-n_particles // 100)  # about 100 chunks, so about 100 updates of the bar
+    n_chunks = -(-n_particles // size)  # the last one padded with particles that are dropped
+
+    def chunk(c):
+        out = jax.vmap(one)(c * size + jnp.arange(size))
+        advance(jnp.minimum((c + 1) * size, n_particles), n_particles)
+        return out
+
+    chunks = jax.lax.map(chunk, jnp.arange(n_chunks))
+    traces, log_w = jax.tree.map(lambda x: x.reshape(n_chunks * size, *x.shape[2:])[:n_particles], chunks)
+    return traces, log_w
+
+
+_compiled_particles = jit(_particles)
+
+
+def run(
+    key: jax.Array,
+    model: ppl.GenFn,
+    args: tuple,
+    observations: dict,
+    n_particles: int,
+    proposal: ppl.GenFn | None = None,
+    proposal_args: tuple = (),
+    progress_bar: bool = False,
+) -> ImportanceResult:
+    """Importance sampling with `n_particles` particles (see the module docstring).
+
+    `progress_bar` shows a tqdm bar of the particles: they are then computed in about 100 chunks, one
+    `vmap` each, with the bar advanced from inside the compiled program after each chunk (the same
+    numbers as without the bar, which computes them in one `vmap`; none under a caller's `jit` or `vmap`).
+    """
+    args, observations = inputs.model_args(args), inputs.observations(observations)
+    n_particles = inputs.count("n_particles", n_particles)
+    progress_bar = bool(progress_bar) and not tracing(key, args, observations, proposal_args)
+    with progress(progress_bar, n_particles, "importance", unit="particle"):
+        traces, log_w = _compiled_particles(key, model, args, observations, proposal, proposal_args, n_particles,
+                                            progress_bar)
+        if progress_bar:
+            jax.block_until_ready(log_w)
     return ImportanceResult(traces, log_w)
 
 

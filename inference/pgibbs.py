@@ -43,9 +43,9 @@ from . import inputs, resampling, smc
 from .mcmc import kernels
 from .mcmc import run as mcmc_run
 from .mcmc.kernels import Kernel
-from .mcmc.progress import progress, progress_callback
 from .mcmc.result import MCMCResult
 from .ppg import PPGResult, ppg, score_sweep
+from .progress import progress, progress_callback
 
 __all__ = ["LearnResult", "PPGResult", "learn", "ppg", "run", "update_rate"]
 

@@ -26,7 +26,7 @@ import ppl
 
 from . import inputs, smc
 from ._jit import jit
-from .mcmc.progress import progress, progress_callback
+from .progress import progress, progress_callback
 from .smc.dependence import dependent_outputs
 
 __all__ = ["PPGResult", "check_params_free_carry", "ppg", "prefix_score", "score_sweep", "step_score"]

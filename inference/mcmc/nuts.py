@@ -32,10 +32,10 @@ from ppl import unconstrained
 from ppl.choicemap import flatten, latents
 
 from .. import inputs
+from ..progress import progress, progress_callback
 from . import checks
 from .checks import Start
 from .convergence import warn_if_not_converged
-from .progress import progress, progress_callback
 from .result import MCMCResult
 from .run import start_traces
 

@@ -14,10 +14,10 @@ from ppl import unconstrained
 from ppl.choicemap import latents
 
 from .. import inputs
+from ..progress import progress, progress_callback
 from . import checks
 from .convergence import warn_if_not_converged
 from .kernels import Kernel
-from .progress import progress, progress_callback
 from .result import MCMCResult
 
 __all__ = ["initial_traces", "run", "start_traces"]

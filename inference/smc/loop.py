@@ -11,6 +11,7 @@ import jax.numpy as jnp
 
 import ppl
 
+from ..progress import progress_callback
 from .config import Record
 from .state import History, SMCState, StepInfo, Target
 
@@ -54,11 +55,15 @@ def over_steps(step: Callable, key: jax.Array, state: Any, target: Target,
 
 def iterate(step: Callable, key: jax.Array, state: SMCState,
             record: Record) -> tuple[SMCState, StepInfo, History | None]:
-    """`step(key_t, state, t)` for t = 0..T-1: (the final state, the steps' infos stacked over time, the record)."""
+    """`step(key_t, state, t)` for t = 0..T-1: (the final state, the steps' infos stacked over time, the record).
+    With the config's `progress_bar`, each step advances the current `inference.progress` bar (T steps)."""
     target = state.target
+    tick = progress_callback(target.space.length) if target.config.progress_bar else None
 
     def kept_step(k, state, t):
         new, info = step(k, state, t)
+        if tick is not None:
+            tick(t)
         return new, (info._replace(ancestors=None, choices=None), _record(target, new, info, t, record))
 
     final, (infos, history) = over_steps(kept_step, key, state, target)

@@ -14,6 +14,7 @@ from .. import inputs
 from .._jit import jit
 from ..mcmc import kernels
 from ..mcmc.kernels import Kernel
+from ..progress import progress, tracing
 from ..resampling import SchemeName
 from ..weighted import WeightedParticles
 from .conditional import conditional_init, conditional_step
@@ -98,6 +99,7 @@ def run(
     rejuvenation: Kernel | None = None,
     return_traces: bool | Literal["history"] = True,
     mesh: jax.sharding.Mesh | None = None,
+    progress_bar: bool = False,
 ) -> SMCResult:
     """Sequential Monte Carlo over the steps of `model`'s `ppl.scan` (`smc.init` and `smc.step`, looped).
 
@@ -118,10 +120,20 @@ def run(
             per step; "history" also keeps each step's choices, ancestors and weights, but no carries
             and no traces, which is what lineages and budget counts need when carries are large).
         mesh: a one-axis `jax.sharding.Mesh` to shard the particles across devices.
+        progress_bar: a tqdm bar of the steps, advanced from inside the compiled program (about 100 updates
+            at most; its total, the scan's length, appears with the first). Off by default because `run` is a
+            building block that other loops call many times (particle Gibbs, inference-time scaling); under a
+            caller's `jit` or `vmap` no bar is shown. A run with the bar off compiles no callback at all.
     """
+    args, observations = inputs.model_args(args), inputs.observations(observations)
+    progress_bar = bool(progress_bar) and not tracing(key, args, observations)
     config = SMCConfig.of(n_particles, ess_threshold, resampling_scheme=resampling_scheme,
-                          record=record_mode(return_traces), mesh=mesh, proposal=proposal, rejuvenation=rejuvenation)
-    return _run_program(key, model, inputs.model_args(args), inputs.observations(observations), config)
+                          record=record_mode(return_traces), mesh=mesh, proposal=proposal, rejuvenation=rejuvenation,
+                          progress_bar=progress_bar)
+    if not progress_bar:
+        return _run_program(key, model, args, observations, config)
+    with progress(True, None, "smc", unit="step"):
+        return jax.block_until_ready(_run_program(key, model, args, observations, config))
 
 
 def csmc(

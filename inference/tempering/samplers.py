@@ -13,6 +13,7 @@ import ppl
 
 from .. import inputs, resampling
 from ..mcmc.kernels import Kernel
+from ..progress import advance, progress, progress_callback, tracing
 from .moves import AdaptiveHMC, KernelMoves, MoveReport
 from .result import POOR_ACCEPTANCE, TemperingResult, warn_on_poor_moves
 
@@ -26,6 +27,8 @@ class _Settings(NamedTuple):
     scheme: str
     target_ess: float = 0.5
     max_stages: int = 0
+    progress_bar: bool = False
+    """Advance the current `inference.progress` bar from inside the program (β for `temper`, stages for `anneal`)."""
 
 
 def _next_beta(beta, log_lik, target_ess, n_bisect: int = 40):
@@ -94,6 +97,8 @@ def _temper(key, model, args, observations, settings: _Settings, move):
                                                        ppl.Tempered(model, new_beta, obs_selection), traces, inc, args,
                                                        step_size)
         record = jax.tree.map(lambda r, x: r.at[i].set(x), record, (new_beta, report, _stuck(report, move)))
+        if settings.progress_bar:  # one update a stage (max_stages at most): the bar shows β and the stage
+            advance(new_beta, stage=i + 1)
         return (i + 1, traces, jax.vmap(log_lik_of)(traces), new_beta, log_z + step_z, ~jnp.isfinite(step_z),
                 step_size, record, key)
 
@@ -149,6 +154,7 @@ def temper(
     kernel: Kernel | None = None,
     max_moves: int = 50,
     waste_free: int | None = None,
+    progress_bar: bool = True,
 ) -> TemperingResult:
     """Adaptive tempering SMC from the prior to the posterior (see `inference.tempering`).
 
@@ -168,6 +174,8 @@ def temper(
             target p(x) L(x)^β (`ppl.Tempered`); None for HMC tuned per stage from the particles.
         max_moves: the default move's most moves a stage.
         waste_free: P, for waste-free SMC: N / P particles resampled a stage, each moved P - 1 times, every state kept.
+        progress_bar: a tqdm bar of the temperature β from 0 to 1 (and the stage), advanced from inside the
+            compiled program at every stage; none under a caller's `jit` or `vmap`.
 
     Returns:
         A `TemperingResult`; a `TemperingWarning` names the stages whose moves accepted under 10% or left the
@@ -177,9 +185,12 @@ def temper(
         raise ValueError(f"target_ess is a fraction of N in (0, 1), got {target_ess!r}")
     observations = inputs.observations(observations)
     move = _move(observations, selection, kernel, n_mcmc, max_moves, waste_free)
+    args = inputs.model_args(args)
+    progress_bar = bool(progress_bar) and not tracing(key, args, observations)
     settings = _settings(n_particles, waste_free, resampling_scheme, target_ess=float(target_ess),
-                         max_stages=inputs.count("max_stages", max_stages))
-    result = _temper(key, model, inputs.model_args(args), observations, settings, move)
+                         max_stages=inputs.count("max_stages", max_stages), progress_bar=progress_bar)
+    with progress(progress_bar, 1.0, "temper β"):
+        result = _temper(key, model, args, observations, settings, move)
     warn_on_poor_moves(result)
     return result
 
@@ -207,10 +218,13 @@ def _anneal(key, model, args_sequence, observations, settings: _Settings, move):
             jax.random.split(k_update, n), traces)
         step_z = logsumexp(inc) - jnp.log(n)
         failed = failed | ~jnp.isfinite(step_z)
+        if tick is not None:
+            tick(k - 1)
         return (traces, inc, log_z + step_z, failed, step_size), (report, _stuck(report, move))
 
     init = (traces, log_w, log_z0, ~jnp.isfinite(log_z0), move.initial_step_size(model, traces, args_at(0)))
     keys = jax.random.split(k_stages, n_targets - 1)
+    tick = progress_callback(n_targets - 1) if settings.progress_bar else None
     (traces, log_w, log_z, failed, _), (report, stuck) = jax.lax.scan(stage, init, (keys, jnp.arange(1, n_targets)))
     ancestors = resampling.get(settings.scheme)(k_last, log_w, n)
     traces = jax.tree.map(lambda x: x[ancestors], traces)
@@ -229,19 +243,24 @@ def anneal(
     kernel: Kernel | None = None,
     max_moves: int = 50,
     waste_free: int | None = None,
+    progress_bar: bool = True,
 ) -> TemperingResult:
     """SMC through the targets `model(*args_k)`, k = 0..K (arrays in `args_sequence` stacked on axis 0).
 
     Each stage resamples, moves the particles under target k - 1 (the moves, `kernel`, `n_mcmc`, `max_moves`,
     `selection` and `waste_free` as in `temper`), and weighs them by target k over target k - 1 (the `update`
-    weight); the final particles are resampled to equal weight.
+    weight); the final particles are resampled to equal weight. `progress_bar` shows a tqdm bar of the K stages,
+    advanced from inside the compiled program (none under a caller's `jit` or `vmap`).
     """
     leaves = jax.tree.leaves(args_sequence)
     if not leaves or len({leaf.shape[0] for leaf in leaves}) != 1:
         raise ValueError("args_sequence must hold arrays with one shared leading axis: the stage index")
     observations = inputs.observations(observations)
     move = _move(observations, selection, kernel, n_mcmc, max_moves, waste_free)
-    settings = _settings(n_particles, waste_free, resampling_scheme)
-    result = _anneal(key, model, inputs.model_args(args_sequence), observations, settings, move)
+    args_sequence = inputs.model_args(args_sequence)
+    progress_bar = bool(progress_bar) and not tracing(key, args_sequence, observations)
+    settings = _settings(n_particles, waste_free, resampling_scheme, progress_bar=progress_bar)
+    with progress(progress_bar, leaves[0].shape[0] - 1, "anneal", unit="stage"):
+        result = _anneal(key, model, args_sequence, observations, settings, move)
     warn_on_poor_moves(result)
     return result
