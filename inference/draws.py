@@ -104,6 +104,8 @@ class Draws(eqx.Module):
         """`arviz.summary` (mean, sd, HDI, MCSE, bulk and tail ESS, R-hat) with 5%, 50% and 95% quantiles."""
         az = import_arviz()
         quantiles = {f"{q:.0%}": (lambda x, q=q: np.quantile(x, q)) for q in QUANTILES}
+        if self._shape()[0] == 1:  # one chain (independent draws, a single run): no R-hat, nor ArviZ's warning
+            kwargs.setdefault("kind", "stats")
         return az.summary(az.from_dict(posterior=_named(self.samples)), stat_funcs=quantiles, extend=True, **kwargs)
 
     def _shape(self) -> tuple:
@@ -125,6 +127,6 @@ class Draws(eqx.Module):
         if is_traced(self.samples):
             return f"<pre>{self!r}</pre>"
         table = self.summary()
-        columns = ["mean", "sd", "5%", "50%", "95%", "r_hat", "ess_bulk", "ess_tail"]
+        columns = [c for c in ["mean", "sd", "5%", "50%", "95%", "r_hat", "ess_bulk", "ess_tail"] if c in table]
         rows = [(index, *table.loc[index, columns]) for index in table.index]
         return html_table(self._title(), ["", *columns], rows)

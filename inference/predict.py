@@ -95,19 +95,19 @@ def predictive(key: jax.Array, model: ppl.GenFn, args: tuple, samples: dict, num
 
 
 def pointwise_log_likelihood(model: ppl.GenFn, args: tuple, samples: dict, observations: dict) -> dict:
-    """{observed address path: log p(y | latents) of each draw}, per element of a `ppl.vmap` or `ppl.scan`.
+    """{observed address path: log p(y | latents) of each draw}, per batch element of the address's distribution
+    and per element of a `ppl.vmap` or `ppl.scan`.
 
     Shaped like the draws' leading dimensions followed by each address's own element dimensions: what
     `arviz.loo` and `arviz.waic` read from an InferenceData's log_likelihood group.
     """
     samples, observations = normalize(samples), normalize(observations)
     leading = leading_shape(model, args, samples)
-    key = jax.random.key(0)  # every latent and observed address is given: nothing is drawn
 
     observed = [path for path, _ in flatten(observations)]
 
     def one(i, draw):
-        densities = model.generate(key, merge(draw, observations), *args)[0].log_densities()
+        densities = ppl.log_densities(model, args, merge(draw, observations))
         return {path: subconstraint(densities, path) for path in observed}
 
     return _per_draw(one, samples, leading)

@@ -18,6 +18,7 @@ from .core import Call, GenFn, Trace, address_path, factor
 from .distribution import ChoiceTrace, Distribution
 from .errors import ModelError
 from .gen import GenTrace, StaticGenFn, gen
+from .pointwise import log_densities
 from .selection import Selection, sel
 from .sequential import StateSpace, state_space
 from .streams import Streams
@@ -45,6 +46,7 @@ __all__ = [
     "factor",
     "gen",
     "lm",
+    "log_densities",
     "mix",
     "repeat",
     "scan",

@@ -29,14 +29,15 @@ __all__ = ["ChoiceTrace", "Distribution", "wrap"]
 # How leaves treat unconstrained space, set by `ppl.unconstrained` around a run of a model:
 # None (normal), ("uniform", radius): unsampled continuous choices are drawn uniformly
 # in (-radius, radius) on the unconstrained space (Stan's and numpyro's default MCMC
-# initialisation, which also works for improper priors), or "inverse": constrained
-# values are mapped to the unconstrained space and the trace holds those.
+# initialisation, which also works for improper priors), "inverse": constrained
+# values are mapped to the unconstrained space and the trace holds those, or "pointwise"
+# (set by `ppl.log_densities`): a constrained choice's trace holds its log density per batch element.
 _LEAF_MODE: contextvars.ContextVar = contextvars.ContextVar("ppl_leaf_mode", default=None)
 
 
 @contextlib.contextmanager
 def leaf_mode(mode):
-    """Run the model's leaves in `mode` (see `_LEAF_MODE`); for `ppl.unconstrained` only."""
+    """Run the model's leaves in `mode` (see `_LEAF_MODE`); for `ppl.unconstrained` and `ppl.log_densities`."""
     token = _LEAF_MODE.set(mode)
     try:
         yield
@@ -136,6 +137,12 @@ class Distribution(GenFn):
         valid = jnp.all(_in_support(self.dist, value)) & _valid_parameters(self.dist)
         return jnp.where(valid, jnp.sum(self.dist.log_prob(value)), -jnp.inf)
 
+    def elementwise_log_prob(self, value) -> jax.Array:
+        """The log density of each batch element of `value` (event dimensions summed), shape `batch_shape`:
+        -inf where the element is outside the support or a traced parameter outside its constraint."""
+        valid = _in_support(self.dist, value) & _valid_parameters(self.dist)
+        return jnp.where(valid, self.dist.log_prob(value), -jnp.inf)
+
     # --- the GFI ---
 
     def _from_unconstrained(self, u) -> tuple[jax.Array, jax.Array]:
@@ -185,6 +192,8 @@ class Distribution(GenFn):
             logp = self.log_prob(chosen)
             return ChoiceTrace(chosen, logp), jnp.where(value.valid, logp, 0.0)
         logp = self.log_prob(value)
+        if _LEAF_MODE.get() == "pointwise":
+            return ChoiceTrace(value, self.elementwise_log_prob(value)), logp
         return ChoiceTrace(value, logp), logp
 
     def _update(self, key, trace, constraints, args):

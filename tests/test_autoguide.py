@@ -110,3 +110,21 @@ def test_autoguide_refuses_what_it_cannot_cover():
         vi.autoguide(bounded, (), {"y": 1.0}, family="gaussian")
     with pytest.raises(ppl.ModelError, match="no latent choice"):
         vi.autoguide(bounded, (), {"y": 1.0, "theta": 1.0, "x": 0.5})
+
+
+def test_autoguide_starts_where_init_says():
+    @ppl.gen
+    def scaled():
+        a = dist.Normal(90.0, 20.0) @ "a"
+        s = dist.HalfNormal(30.0) @ "s"
+        dist.Normal(a, s) @ "y"
+
+    _, params = vi.autoguide(scaled, (), {"y": 80.0})
+    assert np.all(np.abs(params["loc"]) < 2)  # uniform in (-2, 2) on the unconstrained space
+    _, params = vi.autoguide(scaled, (), {"y": 80.0}, init="median")
+    assert 60 < params["loc"][0] < 120 and np.log(5.0) < params["loc"][1] < np.log(60.0)
+    guide, params = vi.autoguide(scaled, (), {"y": 80.0}, init={"a": 50.0, "s": 2.0})
+    np.testing.assert_allclose(params["loc"], [50.0, np.log(2.0)], rtol=1e-6)
+    assert guide.median(params) == pytest.approx({"a": 50.0, "s": 2.0})
+    with pytest.raises(ValueError, match="init must be"):
+        vi.autoguide(scaled, (), {"y": 80.0}, init="mode")

@@ -9,6 +9,7 @@ import pytest
 from scipy import stats
 
 import inference
+import inference.predict
 import ppl
 from inference import mcmc
 from inference.draws import import_arviz
@@ -101,6 +102,26 @@ def test_log_densities_are_each_choices_own():
         np.testing.assert_allclose(ld["noise"], nd.HalfNormal(1.0).log_prob(noise), rtol=1e-6)
         np.testing.assert_allclose(ld["branch"], branch.log_prob(tr["branch"]), rtol=1e-6)
         np.testing.assert_allclose(sum(jnp.sum(v) for v in jax.tree.leaves(ld)), tr.score, rtol=1e-6)
+
+
+@ppl.gen
+def vector_line(xs):
+    slope = dist.Normal(0.0, 1.0) @ "slope"
+    noise = dist.HalfNormal(1.0) @ "noise"
+    dist.Normal(slope * xs, noise) @ "y"  # one address, a batch of 12 values
+
+
+def test_log_densities_per_batch_element_of_a_vectorised_observation():
+    tr = vector_line.simulate(jax.random.key(0), XS)
+    pointwise = ppl.log_densities(vector_line, (XS,), tr.choices)
+    expected = nd.Normal(tr["slope"] * XS, tr["noise"]).log_prob(tr["y"])
+    np.testing.assert_allclose(pointwise["y"], expected, rtol=1e-6)
+    np.testing.assert_allclose(jnp.sum(pointwise["y"]), tr.log_densities()["y"], rtol=1e-6)
+    samples = {"slope": jnp.asarray([[0.2, 0.4]]), "noise": jnp.asarray([[0.5, 1.5]])}
+    ll = inference.predict.pointwise_log_likelihood(vector_line, (XS,), samples, {"y": OBS["ys"]["y"]})
+    expected = stats.norm.logpdf(np.asarray(OBS["ys"]["y"]), np.asarray(samples["slope"])[..., None] * np.asarray(XS),
+                                 np.asarray(samples["noise"])[..., None])
+    np.testing.assert_allclose(ll[("y",)], expected, rtol=1e-5)
 
 
 @pytest.fixture(scope="module")

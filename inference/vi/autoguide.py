@@ -22,7 +22,8 @@ Families (as NumPyro's autoguides of the same names):
 | "delta" | a point mass (AutoDelta): maximum a posteriori on the constrained scale, score 0 | loc |
 
 The location starts where NumPyro's `init_to_uniform` starts it (uniform in (-2, 2)
-on the unconstrained space, fixed seed), the scales at `init_scale`.
+on the unconstrained space, fixed seed) or at the prior median (`init="median"`), the
+scales at `init_scale`.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ __all__ = ["AutoGuide", "AutoGuideTrace", "Family", "autoguide"]
 
 Family = Literal["normal", "mvn", "lowrank", "delta"]
 FAMILIES = ("normal", "mvn", "lowrank", "delta")
+MEDIAN_DRAWS = 15  # prior draws for init="median", as NumPyro's init_to_median
 
 
 def _inverse_softplus(x: float) -> float:
@@ -188,8 +190,32 @@ class AutoGuide(ppl.GenFn):
         return new, new.score - trace.score
 
 
+def _start(model: ppl.GenFn, args: tuple, observations: dict, init: Any) -> dict:
+    """The unconstrained values of every choice at the initial location (see `autoguide`'s `init`)."""
+    key = jax.random.key(0)  # a fixed seed: the same guide and parameters every time
+    if isinstance(init, dict):
+        choices = model.generate(key, merge(normalize(init), observations), *args)[0].choices
+    elif init == "uniform":
+        choices = ppl.unconstrained.init_uniform(key, model, args, observations).choices
+    elif init == "median":
+        draws = jax.vmap(lambda i: model.generate(ppl.Streams(key, i), observations, *args)[0].choices)(
+            jnp.arange(MEDIAN_DRAWS))
+        choices = jax.tree.map(lambda x: x[0], draws)
+    else:
+        raise ValueError(f'init must be "uniform", "median" or a choice map of initial values, got {init!r}')
+    for path, x in flatten(latents(choices, observations)):
+        if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
+            raise ppl.ModelError(f"autoguide covers continuous latents, but {'/'.join(map(str, path))!r} is "
+                                 "discrete; marginalise it (ppl.mix, or ppl.factor with logsumexp), observe it, or "
+                                 "write the guide by hand")
+    if init == "median":  # the median of each unconstrained coordinate over the prior draws
+        u = jax.vmap(lambda c: ppl.unconstrained.unconstrain(model, args, c))(draws)
+        return jax.tree.map(lambda x: jnp.median(x, axis=0), u)
+    return ppl.unconstrained.unconstrain(model, args, choices)
+
+
 def autoguide(model: ppl.GenFn, args: tuple, observations: dict, family: Family = "normal", rank: int | None = None,
-              init_scale: float = 0.1) -> tuple[AutoGuide, dict]:
+              init: Any = "uniform", init_scale: float = 0.1) -> tuple[AutoGuide, dict]:
     """An automatic guide over every latent address of `model(*args)` given `observations`, and its parameters.
 
     Args:
@@ -198,6 +224,10 @@ def autoguide(model: ppl.GenFn, args: tuple, observations: dict, family: Family 
         observations: the observed choices; the guide covers every other address.
         family: "normal", "mvn", "lowrank" or "delta" (see the module docstring).
         rank: the rank of "lowrank"'s covariance factor (default ⌈√D⌉, NumPyro's default).
+        init: where the location starts: "uniform" (uniform in (-2, 2) on the unconstrained space, NumPyro's
+            `init_to_uniform`; works for improper priors), "median" (each unconstrained coordinate's median
+            over 15 prior draws, NumPyro's `init_to_median`; near the data's scale when the priors are) or a
+            choice map of latent values.
         init_scale: the initial scale of q(u) in every coordinate.
 
     Returns:
@@ -209,13 +239,7 @@ def autoguide(model: ppl.GenFn, args: tuple, observations: dict, family: Family 
     if not init_scale > 0:
         raise ValueError(f"init_scale must be positive, got {init_scale!r}")
     args, observations = inputs.model_args(args), inputs.observations(observations)
-    start = ppl.unconstrained.init_uniform(jax.random.key(0), model, args, observations)
-    for path, x in flatten(latents(start.choices, observations)):
-        if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
-            raise ppl.ModelError(f"autoguide covers continuous latents, but {'/'.join(map(str, path))!r} is "
-                                 "discrete; marginalise it (ppl.mix, or ppl.factor with logsumexp), observe it, or "
-                                 "write the guide by hand")
-    u = dict(flatten(latents(ppl.unconstrained.unconstrain(model, args, start.choices), observations)))
+    u = dict(flatten(latents(_start(model, args, observations, init), observations)))
     if not u:
         raise ppl.ModelError("the model has no latent choice left once the observations are given: nothing to fit")
     paths = tuple(u)
