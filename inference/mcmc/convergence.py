@@ -18,7 +18,8 @@ import numpy as np
 
 from ppl.choicemap import flatten
 
-from .result import MCMCResult, import_arviz
+from ..draws import import_arviz, inference_data
+from .result import MCMCResult
 
 __all__ = ["ESS_BULK_PER_CHAIN", "RHAT_MAX", "ConvergenceWarning", "problems", "warn_if_not_converged"]
 
@@ -59,7 +60,7 @@ def _frozen(result: MCMCResult) -> np.ndarray:
 
 def problems(result: MCMCResult) -> list[str]:
     """One line per failed check of `result` (empty when the run passes them all)."""
-    az, idata = import_arviz(), result.to_arviz()
+    az, idata = import_arviz(), inference_data(result.samples)
     chains = idata.posterior.sizes["chain"]
     with np.errstate(divide="ignore", invalid="ignore"):  # stuck chains: their inf or NaN is reported below
         rhat = az.rhat(idata) if chains > 1 else None

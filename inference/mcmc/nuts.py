@@ -32,6 +32,7 @@ from ppl import unconstrained
 from ppl.choicemap import flatten, latents
 
 from .. import inputs
+from ..draws import Posterior
 from ..progress import progress, progress_callback
 from . import checks
 from .checks import Start
@@ -91,7 +92,8 @@ def _program(key, model, args, observations, u0, cfg):
 
     samples = jax.vmap(jax.vmap(constrained))(zs)
     adapt = states.adapt_state
-    return MCMCResult(samples, stats, adapt.step_size, adapt.inverse_mass_matrix)
+    return MCMCResult(samples, stats, Posterior(model, args, observations), adapt.step_size,
+                      adapt.inverse_mass_matrix)
 
 
 def nuts(

@@ -2,52 +2,30 @@
 
 from __future__ import annotations
 
-import warnings
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import equinox as eqx
 import numpy as np
 
-from ppl.choicemap import flatten
+from ..draws import Draws, import_arviz, inference_data
 
-if TYPE_CHECKING:
-    import arviz
-
-
-def import_arviz():
-    """ArviZ, imported on first use: it costs a second or more, and its import prints a daily FutureWarning."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=FutureWarning, module="arviz")
-        import arviz
-    return arviz
+__all__ = ["MCMCResult", "import_arviz"]
 
 
-class MCMCResult(eqx.Module):
-    """Draws of every unobserved address, shaped `(chain, draw, ...)`, and per-draw statistics."""
+class MCMCResult(Draws):
+    """Draws of every unobserved address, shaped `(chain, draw, ...)`, and per-draw statistics.
 
-    samples: dict
-    """Nested dict of the latent choices (constrained scale), leaves shaped (chain, draw, ...)."""
-    stats: dict
-    """Per-draw sampler statistics (chain, draw): accept_prob, diverging, num_steps, and for NUTS energy."""
+    `stats` holds accept_prob, diverging, num_steps, and for NUTS energy; `to_arviz()` exports them with the
+    pointwise log-likelihood, `summary()` and `diagnostics()` read them.
+    """
+
     step_size: Any = None
     """The adapted step size per chain (NUTS)."""
     inverse_mass_matrix: Any = None
     """The adapted diagonal inverse mass matrix per chain (NUTS), over the flattened unconstrained latents."""
 
-    def to_arviz(self) -> arviz.InferenceData:
-        """An `arviz.InferenceData` with a posterior group (addresses joined by '/') and sample stats."""
-        posterior = {"/".join(map(str, path)): np.asarray(v) for path, v in flatten(self.samples)}
-        names = {"accept_prob": "acceptance_rate", "num_steps": "n_steps"}
-        stats = {names.get(k, k): np.asarray(v) for k, v in self.stats.items()}
-        return import_arviz().from_dict(posterior=posterior, sample_stats=stats)
-
-    def summary(self, **kwargs):
-        """`arviz.summary`: mean, sd, HDI, MCSE, bulk and tail ESS and R-hat per parameter."""
-        return import_arviz().summary(self.to_arviz(), **kwargs)
-
     def diagnostics(self) -> dict:
         """Worst-case convergence numbers: max R-hat, min bulk/tail ESS, divergences, mean acceptance."""
-        az, idata = import_arviz(), self.to_arviz()
+        az, idata = import_arviz(), inference_data(self.samples)
         rhat = az.rhat(idata)
         bulk, tail = az.ess(idata, method="bulk"), az.ess(idata, method="tail")
 

@@ -14,6 +14,7 @@ from ppl import unconstrained
 from ppl.choicemap import latents
 
 from .. import inputs
+from ..draws import Posterior
 from ..progress import progress, progress_callback
 from . import checks
 from .convergence import warn_if_not_converged
@@ -130,7 +131,7 @@ def run(
     with progress(progress_bar, num_warmup + num_samples, "mcmc"):
         draws, stats = _program(k_run, kernel, model, args, observations, traces, settings)
         jax.block_until_ready(draws)
-    result = MCMCResult(draws, stats)
+    result = MCMCResult(draws, stats, Posterior(model, args, observations))
     if check_convergence:
         warn_if_not_converged(result)
     return result
