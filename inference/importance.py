@@ -22,6 +22,7 @@ import ppl
 
 from . import inputs, resampling
 from ._jit import jit
+from .draws import Posterior
 from .progress import advance, progress, tracing
 from .weighted import WeightedParticles
 
@@ -92,7 +93,7 @@ def run(
                                             progress_bar)
         if progress_bar:
             jax.block_until_ready(log_w)
-    return ImportanceResult(traces, log_w)
+    return ImportanceResult(traces, log_w, posterior=Posterior(model, args, observations))
 
 
 def sample_importance_resampling(

@@ -7,11 +7,13 @@ from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import ppl
 
 from .. import inputs
 from .._jit import jit
+from ..draws import Posterior
 from ..mcmc import kernels
 from ..mcmc.kernels import Kernel
 from ..progress import progress, tracing
@@ -27,6 +29,8 @@ from .sharding import constrain
 from .state import History, StepInfo
 
 __all__ = ["SMCResult", "csmc", "mh_rejuvenation", "run"]
+
+STEPS_SHOWN = 12  # steps a displayed result lists, evenly spaced, the last included
 
 
 class SMCResult(WeightedParticles):
@@ -45,6 +49,17 @@ class SMCResult(WeightedParticles):
     def log_marginal_likelihood(self) -> jax.Array:
         """log Ẑ (-inf when the run failed)."""
         return self.log_marginal
+
+    def _tables(self) -> list:
+        title, rows = self._summary()
+        steps = self.info.ess.shape[0]
+        rows = [("steps", steps), *rows, ("resampled at", f"{int(np.sum(self.info.resampled))} steps"),
+                ("failed", bool(self.failed))]
+        shown = np.unique(np.linspace(0, steps - 1, min(steps, STEPS_SHOWN)).astype(int))
+        n = self.log_weights.shape[-1]
+        per_step = [(t, float(self.info.ess[t]) / n, bool(self.info.resampled[t]),
+                     float(self.info.log_marginal_likelihood[t])) for t in shown]
+        return [(title, ["", "value"], rows), ("over steps", ["step", "ESS / N", "resampled", "log Ẑ so far"], per_step)]
 
 
 def mh_rejuvenation(selection: ppl.Selection, n_steps: int = 1) -> Kernel:
@@ -131,9 +146,11 @@ def run(
                           record=record_mode(return_traces), mesh=mesh, proposal=proposal, rejuvenation=rejuvenation,
                           progress_bar=progress_bar)
     if not progress_bar:
-        return _run_program(key, model, args, observations, config)
-    with progress(True, None, "smc", unit="step"):
-        return jax.block_until_ready(_run_program(key, model, args, observations, config))
+        result = _run_program(key, model, args, observations, config)
+    else:
+        with progress(True, None, "smc", unit="step"):
+            result = jax.block_until_ready(_run_program(key, model, args, observations, config))
+    return dataclasses.replace(result, posterior=Posterior(model, args, observations))
 
 
 def csmc(

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import equinox as eqx
 import jax
 import numpy as np
 
 import ppl
+from ppl.display import html_table, is_traced, text_table
+
+from ..draws import Draws, Posterior
+from ..weighted import particle_draws
+
+if TYPE_CHECKING:
+    import arviz
 
 __all__ = ["TemperingResult", "TemperingWarning", "warn_on_poor_moves"]
 
@@ -40,6 +47,8 @@ class TemperingResult(eqx.Module):
     """Each stage's HMC step size at its end (NaN for a user's kernel)."""
     stuck: jax.Array
     """Each stage whose moves accepted under 10% or whose jump stayed under its target (True: look at it)."""
+    posterior: Posterior | None = None
+    """The model, arguments and observations of the final target."""
 
     def log_marginal_likelihood(self) -> jax.Array:
         return self.log_marginal
@@ -47,6 +56,31 @@ class TemperingResult(eqx.Module):
     @property
     def choices(self) -> Any:
         return self.traces.choices
+
+    def draws(self) -> Draws:
+        """The particles' latents (equally weighted) as one chain of N draws."""
+        return particle_draws(self.traces, self.posterior)
+
+    def to_arviz(self, posterior_predictive: bool = False, key: jax.Array | None = None) -> arviz.InferenceData:
+        """`draws().to_arviz(...)`: posterior, log_likelihood, observed_data, and posterior_predictive when asked."""
+        return self.draws().to_arviz(posterior_predictive, key)
+
+    def _tables(self) -> list:
+        n_stages = int(self.n_stages)
+        title = (f"TemperingResult: {self.traces.score.shape[0]} particles, {n_stages} stages, "
+                 f"log Ẑ {float(self.log_marginal):.5g}"
+                 + (" (failed)" if bool(self.failed) else ""))
+        stages = [(i, float(self.schedule[i]), float(self.acceptance[i]), int(self.n_moves[i]), float(self.jump[i]),
+                   float(self.step_size[i]), bool(self.stuck[i])) for i in range(n_stages)]
+        return [(title, ["stage", "β or target", "acceptance", "moves", "jump", "step size", "stuck"], stages)]
+
+    def __repr__(self) -> str:
+        if is_traced(self.log_marginal):
+            return "TemperingResult(traced)"
+        return text_table(*self._tables()[0])
+
+    def _repr_html_(self) -> str:
+        return f"<pre>{self!r}</pre>" if is_traced(self.log_marginal) else html_table(*self._tables()[0])
 
 
 def warn_on_poor_moves(result: TemperingResult) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 import equinox as eqx
@@ -12,6 +13,7 @@ from jax.scipy.special import logsumexp
 import ppl
 
 from .. import inputs, resampling
+from ..draws import Posterior
 from ..mcmc.kernels import Kernel
 from ..progress import advance, progress, progress_callback, tracing
 from .moves import AdaptiveHMC, KernelMoves, MoveReport
@@ -192,7 +194,7 @@ def temper(
     with progress(progress_bar, 1.0, "temper β"):
         result = _temper(key, model, args, observations, settings, move)
     warn_on_poor_moves(result)
-    return result
+    return dataclasses.replace(result, posterior=Posterior(model, args, observations))
 
 
 @eqx.filter_jit
@@ -263,4 +265,5 @@ def anneal(
     with progress(progress_bar, leaves[0].shape[0] - 1, "anneal", unit="stage"):
         result = _anneal(key, model, args_sequence, observations, settings, move)
     warn_on_poor_moves(result)
-    return result
+    final = jax.tree.map(lambda x: x[-1], args_sequence)  # the last target's arguments
+    return dataclasses.replace(result, posterior=Posterior(model, final, observations))
