@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import optax
 
 import ppl
+from ppl.display import tabulated, tree_rows
 
 from . import inputs, resampling, smc
 from .mcmc import kernels
@@ -113,6 +114,7 @@ def update_rate(trajectory: Any) -> jax.Array:
     return jnp.mean(jnp.any(jnp.stack(changed), axis=0), axis=(0, 1))
 
 
+@tabulated
 class LearnResult(NamedTuple):
     """The outcome of `learn`."""
 
@@ -122,6 +124,10 @@ class LearnResult(NamedTuple):
     """The parameters after every iteration, leaves (num_steps, ...)."""
     log_marginal: jax.Array
     """Each iteration's conditional-SMC log Ẑ (a noisy, upward-biased log-likelihood monitor)."""
+
+    def _tables(self) -> list:
+        title = f"LearnResult: {self.log_marginal.shape[0]} iterations, last log Ẑ {float(self.log_marginal[-1]):.5g}"
+        return [(title, ["parameter", "estimate"], tree_rows(self.params))]
 
 
 class _LearnSettings(NamedTuple):

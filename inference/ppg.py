@@ -21,8 +21,10 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import ppl
+from ppl.display import tabulated, tree_rows
 
 from . import inputs, smc
 from ._jit import jit
@@ -32,6 +34,7 @@ from .smc.dependence import dependent_outputs
 __all__ = ["PPGResult", "check_params_free_carry", "ppg", "prefix_score", "score_sweep", "step_score"]
 
 
+@tabulated
 class PPGResult(NamedTuple):
     """The outcome of `ppg`."""
 
@@ -43,6 +46,11 @@ class PPGResult(NamedTuple):
     """Each iteration's conditional-SMC log Ẑ (-inf where the sweep failed and kept its reference)."""
     reference: dict
     """The last iteration's reference trajectory, a full choice map of the model."""
+
+    def _tables(self) -> list:
+        iterations = jax.tree.leaves(self.estimates)[0].shape[0]
+        title = f"PPGResult: {iterations} sweeps, mean log Ẑ {float(np.mean(self.log_marginal)):.5g}"
+        return [(title, ["functional", "smoothed expectation"], tree_rows(self.estimate))]
 
 
 class _Settings(NamedTuple):

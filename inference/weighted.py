@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 import ppl
-from ppl.display import html_table, is_traced, text_table
+from ppl.display import tabulated
 
 from . import resampling
 from .draws import Draws, Posterior
@@ -30,6 +30,7 @@ def particle_draws(traces: ppl.Trace | None, posterior: Posterior | None, stats:
     return Draws(jax.tree.map(lambda x: x[None], choices), stats or {}, posterior)
 
 
+@tabulated
 class WeightedParticles(eqx.Module):
     """Particles as the model's traces (batched along a leading axis) with unnormalised log weights."""
 
@@ -81,12 +82,3 @@ class WeightedParticles(eqx.Module):
         title, rows = self._summary()
         return [(title, ["", "value"], rows)]
 
-    def __repr__(self) -> str:
-        if is_traced(self.log_weights):
-            return f"{type(self).__name__}(particles: {self.log_weights.shape[-1]}, traced)"
-        return "\n".join(text_table(*t) for t in self._tables())
-
-    def _repr_html_(self) -> str:
-        if is_traced(self.log_weights):
-            return f"<pre>{self!r}</pre>"
-        return "".join(html_table(*t) for t in self._tables())

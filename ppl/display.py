@@ -97,3 +97,27 @@ class ChoiceTable:
 
     def _repr_html_(self) -> str:
         return html_table(self.title, self.header, self.rows)
+
+
+def tabulated(cls: type) -> type:
+    """Give a class whose `_tables()` returns [(title, header, rows), ...] a text `__repr__` and a `_repr_html_`
+    (inside `jit` or `vmap`, where values are tracers, both show the class name only)."""
+
+    def __repr__(self) -> str:
+        if is_traced(self):
+            return f"{type(self).__name__}(traced)"
+        return "\n".join(text_table(*table) for table in self._tables())
+
+    def _repr_html_(self) -> str:
+        if is_traced(self):
+            return f"<pre>{html.escape(repr(self))}</pre>"
+        return "".join(html_table(*table) for table in self._tables())
+
+    cls.__repr__, cls._repr_html_ = __repr__, _repr_html_
+    return cls
+
+
+def tree_rows(tree: Any) -> list:
+    """(name, value) rows for the leaves of a pytree of estimates (a dict's keys joined by '/')."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return [(jax.tree_util.keystr(path, simple=True, separator="/") or "(value)", _value(x)) for path, x in leaves]

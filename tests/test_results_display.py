@@ -126,3 +126,15 @@ def test_results_returned_inside_jit_show_shapes_without_failing(ssm):
         return res.log_marginal
 
     jax.jit(run)(jax.random.key(0))
+
+
+def test_smoothing_and_learning_results_show_their_estimates(ssm):
+    args, observations = ssm
+    res = smc.paris(jax.random.key(0), lgssm.lgssm, args, observations, lgssm.smoothing_moments, 50)
+    ppg = pgibbs.ppg(jax.random.key(1), lgssm.lgssm, args, observations, lgssm.smoothing_moments, n_particles=8,
+                     num_iterations=6, burn_in=2)
+    learned = pgibbs.LearnResult({"a": jnp.asarray(0.8)}, {"a": jnp.linspace(0.5, 0.8, 5)}, jnp.arange(5.0))
+    for result, estimate in ((res, res.estimate), (ppg, ppg.estimate), (learned, learned.params)):
+        text, html = repr(result), result._repr_html_()
+        for name, value in estimate.items():
+            assert name in text and fmt(float(value)) in text and fmt(float(value)) in html

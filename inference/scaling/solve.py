@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ppl.display import html_table, text_table
+from ppl.display import tabulated
 from ppl.lm import LanguageModel
 
 from . import methods
@@ -54,6 +54,7 @@ def chat(question: str) -> list[dict]:
             {"role": "user", "content": question}]
 
 
+@tabulated
 class Solution(NamedTuple):
     """One method's answer to one problem, with its candidates and cost."""
 
@@ -85,12 +86,6 @@ class Solution(NamedTuple):
                  enumerate(zip(self.answers, np.asarray(self.weights), self.texts))]
         return [(title, ["answer", "weight", "candidates"], self._votes()),
                 ("candidates", ["", "answer", "weight", "text"], texts)]
-
-    def __repr__(self) -> str:
-        return "\n".join(text_table(*table) for table in self._tables())
-
-    def _repr_html_(self) -> str:
-        return "".join(html_table(*table) for table in self._tables())
 
 
 def normalized(log_weights) -> np.ndarray:

@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 import ppl
+from ppl.display import tabulated, tree_rows
 
 from .. import inputs, resampling
 from .._jit import jit
@@ -58,6 +59,7 @@ class PaRISState(eqx.Module):
     """True once a step density exceeded the accept-reject bound (`Backward.log_bound`): the draws are off."""
 
 
+@tabulated
 class PaRISResult(NamedTuple):
     """The outcome of `paris`."""
 
@@ -73,6 +75,11 @@ class PaRISResult(NamedTuple):
     """True when some step gave every particle zero weight."""
     bound_exceeded: jax.Array
     """True when a step density exceeded `log_density_bound` (the drivers raise on it)."""
+
+    def _tables(self) -> list:
+        title = (f"PaRISResult: {self.log_weights.shape[-1]} particles, log Ẑ {float(self.log_marginal):.5g}"
+                 + (" (failed)" if bool(self.failed) else ""))
+        return [(title, ["functional", "smoothed expectation"], tree_rows(self.estimate))]
 
 
 def _check_markov(target: Target, particles, choices_t) -> None:

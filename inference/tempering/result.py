@@ -10,7 +10,7 @@ import jax
 import numpy as np
 
 import ppl
-from ppl.display import html_table, is_traced, text_table
+from ppl.display import tabulated
 
 from ..draws import Draws, Posterior
 from ..weighted import particle_draws
@@ -27,6 +27,7 @@ class TemperingWarning(UserWarning):
     """An SMC sampler's stage whose moves accepted almost nothing or left the particles near where they started."""
 
 
+@tabulated
 class TemperingResult(eqx.Module):
     """Equally weighted particles from the final target, the evidence estimate, and each stage's record."""
 
@@ -73,14 +74,6 @@ class TemperingResult(eqx.Module):
         stages = [(i, float(self.schedule[i]), float(self.acceptance[i]), int(self.n_moves[i]), float(self.jump[i]),
                    float(self.step_size[i]), bool(self.stuck[i])) for i in range(n_stages)]
         return [(title, ["stage", "β or target", "acceptance", "moves", "jump", "step size", "stuck"], stages)]
-
-    def __repr__(self) -> str:
-        if is_traced(self.log_marginal):
-            return "TemperingResult(traced)"
-        return text_table(*self._tables()[0])
-
-    def _repr_html_(self) -> str:
-        return f"<pre>{self!r}</pre>" if is_traced(self.log_marginal) else html_table(*self._tables()[0])
 
 
 def warn_on_poor_moves(result: TemperingResult) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from ppl.display import html_table, is_traced, text_table
+from ppl.display import tabulated
 
 from .program import Objective
 
@@ -32,6 +32,7 @@ __all__ = ["FitResult", "fit"]
 WINDOWS = 8  # the objective's curve, shown as its mean over this many stretches of steps
 
 
+@tabulated
 class FitResult(NamedTuple):
     """What `fit` returns."""
 
@@ -42,19 +43,13 @@ class FitResult(NamedTuple):
     opt_state: Any
     """The optimizer's final state."""
 
-    def _table(self) -> tuple:
+    def _tables(self) -> list:
         values = np.asarray(self.values)
         edges = np.linspace(0, len(values), min(WINDOWS, len(values)) + 1).astype(int)
         rows = [(f"{a}–{b - 1}", values[a:b].mean(), values[a:b].std()) for a, b in itertools.pairwise(edges)]
         end = values[-max(1, len(values) // WINDOWS):].mean()
         title = f"vi.fit: {len(values)} steps, objective {end:.5g} at the end"
-        return title, ["steps", "mean objective", "sd"], rows
-
-    def __repr__(self) -> str:
-        return f"FitResult({self.values.shape[0]} steps)" if is_traced(self.values) else text_table(*self._table())
-
-    def _repr_html_(self) -> str:
-        return f"<pre>{self!r}</pre>" if is_traced(self.values) else html_table(*self._table())
+        return [(title, ["steps", "mean objective", "sd"], rows)]
 
 
 class _State(NamedTuple):
