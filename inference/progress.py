@@ -14,12 +14,17 @@ that arrives twice or late cannot push it past the truth.
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import Any
 
 import jax
-from tqdm.auto import tqdm
+from tqdm.std import TqdmWarning
 
-__all__ = ["BAR", "advance", "progress", "progress_callback", "tracing"]
+with warnings.catch_warnings():  # without ipywidgets, notebooks get text bars, which need no warning in every output
+    warnings.simplefilter("ignore", TqdmWarning)
+    from tqdm.auto import tqdm
+
+__all__ = ["BAR", "advance", "progress", "progress_callback", "tqdm", "tracing"]
 
 BAR: dict = {}  # the tqdm bar of the run in progress, at "bar"
 

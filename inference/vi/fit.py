@@ -21,10 +21,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm.auto import tqdm
 
 from ppl.display import tabulated
 
+from ..progress import tqdm
 from .program import Objective
 
 __all__ = ["FitResult", "fit"]
