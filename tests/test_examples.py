@@ -14,7 +14,7 @@ EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
 sys.path.insert(0, str(EXAMPLES))
 
 
-READS_SHARED_DATA = {"01_regression_importance_sampling.ipynb", "03_eight_schools_nuts.ipynb"}  # posteriordb
+READS_SHARED_DATA = {"01_regression_importance_sampling.ipynb", "03_eight_schools_nuts.ipynb", "08_workflow.ipynb"}  # posteriordb
 
 
 @pytest.mark.parametrize("notebook", [
