@@ -155,3 +155,8 @@ def test_posterior_predictive_of_mcmc_draws_follows_each_draw(line_result):
     residual = (np.asarray(replicated["ys"]["y"]) - np.asarray(replicated["slope"])[..., None] * np.asarray(XS)) \
         / np.asarray(replicated["noise"])[..., None]
     assert abs(residual.mean()) < Z / np.sqrt(residual.size) and abs(residual.std() - 1) < 0.05
+
+
+def test_posterior_predictive_export_needs_a_key(line_result):
+    with pytest.raises(ValueError, match="give key="):
+        line_result.to_arviz(posterior_predictive=True)
