@@ -214,3 +214,34 @@ def test_pgibbs_learn_by_ppg():
                             optimizer=OPTIMIZER, progress_bar=False, method="ppg").trace
 
     assert_reused(call)
+
+
+def test_predictive_and_pointwise_log_likelihood():
+    from inference import predict
+    from testbed import linear_regression as lr
+
+    problem = lr.problem(3, n_data=30)
+
+    def call(seed):
+        draws = {"beta": jnp.zeros((2, 50, 3)) + seed}
+        replicated = predict.predictive(jax.random.key(seed), lr.regression, (problem.X,), draws)
+        prior = predict.predictive(jax.random.key(seed), lr.regression, (problem.X,), {}, num_samples=20)
+        return replicated, prior, predict.pointwise_log_likelihood(lr.regression, (problem.X,), draws,
+                                                                   {"y": problem.y + 0.0})
+
+    assert_reused(call)
+
+
+def test_autoguide_rebuilt_fitted_and_drawn():
+    from testbed import linear_regression as lr
+
+    problem = lr.problem(3, n_data=30)
+
+    def call(seed):
+        observations = {"y": problem.y + 0.0}
+        guide, params = vi.autoguide(lr.regression, (problem.X,), observations, family="mvn")
+        fit = vi.fit(jax.random.key(seed), vi.elbo(lr.regression, guide), params, observations, problem.X,
+                     optimizer=OPTIMIZER, steps=20, progress_bar=False)
+        return vi.draws(jax.random.key(seed), guide, fit.params, (problem.X,), num_samples=30).samples
+
+    assert_reused(call)
