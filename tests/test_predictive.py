@@ -7,6 +7,8 @@ import numpy as np
 import numpyro.distributions as nd
 import pytest
 from scipy import stats
+from test_densities import point
+from test_densities import regression as line
 
 import inference
 import inference.predict
@@ -64,18 +66,6 @@ def test_predictive_refuses_what_it_cannot_use(problem):
         inference.predictive(jax.random.key(0), lr.regression, args, {"beta": jnp.zeros((5, 2))})
     with pytest.raises(ValueError, match="num_samples is for prior"):
         inference.predictive(jax.random.key(0), lr.regression, args, {"beta": jnp.zeros((5, 3))}, num_samples=5)
-
-
-@ppl.gen
-def point(x, slope, noise):
-    return dist.Normal(slope * x, noise) @ "y"
-
-
-@ppl.gen
-def line(xs):
-    slope = dist.Normal(0.0, 1.0) @ "slope"
-    noise = dist.HalfNormal(1.0) @ "noise"
-    return ppl.vmap(point, in_axes=(0, None, None))(xs, slope, noise) @ "ys"
 
 
 @ppl.gen

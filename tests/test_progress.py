@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_compile_reuse import compilations
+from test_compile_reuse import compilations, masked_model
 from tqdm.std import tqdm
 
 import ppl
@@ -108,17 +108,6 @@ def test_temper_inside_a_callers_jit_shows_no_bar(bars):
                                              REGRESSION.observations, 16, n_mcmc=1, max_stages=3).log_marginal_likelihood())
     run(jax.random.key(0)).block_until_ready()
     assert bars == []
-
-
-@ppl.gen
-def datum(mu, included):
-    return dist.Normal(mu, 0.5).mask(included) @ "y"
-
-
-@ppl.gen
-def masked_model(included):
-    mu = dist.Normal(0.0, 2.0) @ "mu"
-    return ppl.vmap(datum, in_axes=(None, 0))(mu, included) @ "data"
 
 
 def test_anneal_counts_its_stages(bars):
