@@ -150,3 +150,11 @@ def test_posterior_predictive_of_mcmc_draws_follows_each_draw(line_result):
 def test_posterior_predictive_export_needs_a_key(line_result):
     with pytest.raises(ValueError, match="give key="):
         line_result.to_arviz(posterior_predictive=True)
+
+
+def test_nuts_and_the_pointwise_log_likelihood_on_a_model_with_a_branch():
+    """A ppl.cond's inactive branch slot is shaped as the active one's trace in every leaf mode (it was shaped as
+    a simulated trace, which NUTS's unconstrained run refused as a different pytree)."""
+    res = mcmc.nuts(jax.random.key(1), branching_line, (XS,), OBS, num_chains=2, num_warmup=100, num_samples=50,
+                    progress_bar=False, check_convergence=False)
+    assert res.to_arviz().log_likelihood["ys/y"].shape == (2, 50, 12)

@@ -101,18 +101,20 @@ class Switch(GenFn):
 
         return [shape_of(b) for b in self.branches]
 
-    def _dispatch(self, index, run_branch, args) -> tuple:
+    def _dispatch(self, index, run_branch) -> tuple:
         """`lax.switch` over branches; branch i computes `(trace_i, extra)` with `run_branch(i)`.
 
         Every branch returns a full set of trace slots (zeros for the others), so
         all branches have one output structure.
         """
-        shapes = self._shapes(args)
+        # each slot shaped as its branch's own trace in this very method and leaf mode (an unconstrained or
+        # pointwise run's traces differ from a simulated one's)
+        slot_shapes = [jax.eval_shape(lambda j=j: run_branch(j)[0].compact()) for j in range(len(self.branches))]
 
         def make(i):
             def branch():
                 tr, extra = run_branch(i)
-                slots = tuple(tr.compact() if j == i else _zeros(shapes[j][0]) for j in range(len(self.branches)))
+                slots = tuple(tr.compact() if j == i else _zeros(slot_shapes[j]) for j in range(len(self.branches)))
                 return slots, tr.retval, extra
 
             return branch
@@ -134,7 +136,7 @@ class Switch(GenFn):
 
     def _simulate(self, key, args):
         index, rest = self._index(args[0]), args[1:]
-        slots, retval, _ = self._dispatch(index, lambda i: (self.branches[i]._simulate(key, rest), None), rest)
+        slots, retval, _ = self._dispatch(index, lambda i: (self.branches[i]._simulate(key, rest), None))
         return self._trace(index, slots, args, retval)
 
     def _check_known(self, choices, rest, what):
@@ -160,7 +162,7 @@ class Switch(GenFn):
         index, rest = self._index(args[0]), args[1:]
         shapes = self._check_known(constraints, rest, "constraint")
         slots, retval, weight = self._dispatch(
-            index, lambda i: self.branches[i]._generate(key, self._for_branch(constraints, i, shapes), rest), rest
+            index, lambda i: self.branches[i]._generate(key, self._for_branch(constraints, i, shapes), rest)
         )
         return self._trace(index, slots, args, retval), weight
 
@@ -182,7 +184,7 @@ class Switch(GenFn):
 
             return jax.lax.cond(same, keep, switch_branch)
 
-        slots, retval, weight = self._dispatch(index, run, rest)
+        slots, retval, weight = self._dispatch(index, run)
         new = self._trace(index, slots, args, retval)
         return new, weight, _discard(trace, constraints, same)
 
@@ -199,7 +201,7 @@ class Switch(GenFn):
 
             return jax.lax.cond(same, keep, switch_branch)
 
-        slots, retval, weight = self._dispatch(index, run, rest)
+        slots, retval, weight = self._dispatch(index, run)
         return self._trace(index, slots, args, retval), weight
 
 
