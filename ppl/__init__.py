@@ -11,6 +11,12 @@
 See the README and docs/ for the generative function interface.
 """
 
+import warnings
+
+with warnings.catch_warnings():  # numpyro imports tqdm.auto, which warns in every notebook without ipywidgets
+    warnings.filterwarnings("ignore", message="IProgress not found")
+    import numpyro  # noqa: F401
+
 from . import choicemap, dist, lm, streams, unconstrained
 from .choicemap import Masked, Unconstrained
 from .combinators import cond, mix, repeat, scan, switch, vmap

@@ -37,11 +37,22 @@ class _Factory:
     def __call__(self, *args, **kwargs) -> Distribution:
         if self.validates:  # ppl validates the arguments itself, in Distribution.log_prob where the address is known
             kwargs.setdefault("validate_args", False)
+        args, kwargs = _numpyro(args), {k: _numpyro(v) for k, v in kwargs.items()}
         d = Distribution(self.cls(*args, **kwargs))
         return d if current_handler() is not None else d.validate()  # outside a model there is no address to wait for
 
     def __repr__(self) -> str:
         return f"ppl.dist.{self.cls.__name__}"
+
+
+def _numpyro(x):
+    """`ppl.dist` distributions among a constructor's arguments (a mixture's components, a list of them) as the
+    numpyro distributions that numpyro's constructors take."""
+    if isinstance(x, Distribution):
+        return x.dist
+    if isinstance(x, (list, tuple)):
+        return type(x)(_numpyro(v) for v in x)
+    return x
 
 
 @functools.cache

@@ -323,3 +323,13 @@ def test_minus_inf_logits_mask_categories_out():
     assert float(logp) == 0.0
     logp, _ = masked_choice.assess({"x": jnp.int32(0)}, jnp.bool_(True))
     assert float(logp) == -np.inf
+
+
+def test_mixtures_take_ppl_dist_components():
+    """ppl.dist's mixtures take ppl.dist components, as the docs say (numpyro's constructor refused them)."""
+    weights, locs = jnp.array([0.3, 0.7]), jnp.array([-2.0, 2.0])
+    same = dist.MixtureSameFamily(dist.Categorical(probs=weights), dist.Normal(locs, 1.0))
+    general = dist.MixtureGeneral(dist.Categorical(probs=weights), [dist.Normal(-2.0, 1.0), dist.Normal(2.0, 1.0)])
+    expected = jax.scipy.special.logsumexp(jnp.log(weights) + jax.scipy.stats.norm.logpdf(0.5, locs, 1.0))
+    close(same.log_prob(0.5), expected)
+    close(general.log_prob(0.5), expected)
