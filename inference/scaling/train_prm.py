@@ -284,7 +284,8 @@ def main(argv: list[str] | None = None):
         problems = np.unique(train.problem)
         part = _subset(train, np.isin(train.problem, problems[: max(1, round(fraction * len(problems)))]))
         refit, info = fit(jax.random.key(seed), part, validation, opts.width, depth, opts.train_steps)
-        curve[str(fraction)] = {"trajectories": int(len(part.correct)), **info, **metrics(refit, validation)}
+        # the validation metrics count their own trajectories: the training count needs its own name
+        curve[str(fraction)] = {**info, **metrics(refit, validation), "train_trajectories": int(len(part.correct))}
         print(f"{fraction:.0%} of the training problems: validation {json.dumps(curve[str(fraction)])}")
     record = {"data": f"{opts.data} {opts.offset}-{opts.offset + n - 1}", "rollouts_per_problem": opts.rollouts * len(opts.seeds),
               "seeds": opts.seeds, "steps": opts.steps, "step_tokens": opts.step_tokens, "width": opts.width,
