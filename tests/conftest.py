@@ -12,8 +12,23 @@ from testbed.data import SHARED_DATA
 sys.path.insert(0, os.path.dirname(__file__))
 
 
+# the suite's longest tests (a minute or more each on two cores): started first, so that the two xdist workers
+# finish together instead of one of them running a long test alone at the end
+LONGEST_FIRST = (
+    "test_readme.py::", "test_examples.py::test_notebook_executes[07", "test_scaling.py::test_real_model_methods",
+    "test_gfi_properties.py::",
+    "test_examples.py::test_notebook_executes[0",
+)
+
+
+def _rank(item) -> int:
+    return next((i for i, prefix in enumerate(LONGEST_FIRST) if prefix in item.nodeid), len(LONGEST_FIRST))
+
+
 def pytest_collection_modifyitems(config, items):
-    """A fresh clone has no `../shared/data`: its readers are skipped there, saying so, not failed."""
+    """The longest tests first; a fresh clone has no `../shared/data`: its readers are skipped there, saying so,
+    not failed."""
+    items.sort(key=_rank)  # stable: the rest keep their order
     if SHARED_DATA.is_dir():
         return
     skip = pytest.mark.skip(reason=f"needs the real data of {SHARED_DATA}, which is not beside this checkout")
