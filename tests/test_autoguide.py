@@ -12,7 +12,7 @@ from inference import vi
 from ppl import dist
 from testbed import linear_regression as lr
 
-STEPS = 3000
+STEPS = 2000
 
 
 def fit_autoguide(model, args, observations, family, steps=STEPS, learning_rate=3e-2, **kwargs):
@@ -57,7 +57,7 @@ def test_full_rank_autoguide_matches_stan_on_posteriordb(name):
     from testbed.posteriordb import load
 
     post = load(name)
-    guide, fit = fit_autoguide(post.model, post.args, post.observations, "mvn", learning_rate=5e-2)
+    guide, fit = fit_autoguide(post.model, post.args, post.observations, "mvn", steps=3000, learning_rate=5e-2)
     draws = post.stan_draws(vi.draws(jax.random.key(1), guide, fit.params, post.args, num_samples=20_000).samples)
     for param, ref in post.reference.items():
         assert abs(draws[param].mean() - ref["mean"]) < 0.15 * ref["sd"], (param, draws[param].mean(), ref)
