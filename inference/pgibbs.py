@@ -46,7 +46,7 @@ from .mcmc import run as mcmc_run
 from .mcmc.kernels import Kernel
 from .mcmc.result import MCMCResult
 from .ppg import PPGResult, ppg, score_sweep
-from .progress import progress, progress_callback
+from .progress import progress, progress_callback, shown
 
 __all__ = ["LearnResult", "PPGResult", "learn", "ppg", "run", "update_rate"]
 
@@ -134,7 +134,6 @@ class _LearnSettings(NamedTuple):
     n_particles: int
     num_steps: int
     ancestor_sampling: bool | str
-    show_progress: bool
     method: str
     n_backward: int
 
@@ -159,8 +158,8 @@ def _ppg_score(key, model, params, args, observations, reference, settings: _Lea
 
 
 @eqx.filter_jit
-def _learn_program(key, model, params, args, observations, trace, optimizer, settings: _LearnSettings):
-    tick = progress_callback(settings.num_steps) if settings.show_progress else None
+def _learn_program(key, model, params, args, observations, trace, optimizer, settings: _LearnSettings, show):
+    tick = progress_callback(settings.num_steps, show)
     score_of = _ppg_score if settings.method == "ppg" else _msc_score
 
     def body(state, inputs):
@@ -169,8 +168,7 @@ def _learn_program(key, model, params, args, observations, trace, optimizer, set
         score, reference, log_marginal = score_of(key, model, params, args, observations, reference, settings)
         updates, opt_state = optimizer.update(jax.tree.map(jnp.negative, score), opt_state, params)
         params = optax.apply_updates(params, updates)
-        if tick is not None:
-            tick(i)
+        tick(i)
         return (params, opt_state, reference), (params, log_marginal)
 
     n = settings.num_steps
@@ -227,9 +225,11 @@ def learn(
     args, observations = inputs.model_args(args), inputs.observations(observations)
     k_init, k_run = jax.random.split(key)
     trace, _ = model.generate(k_init, observations, params, *args)
-    settings = _LearnSettings(n_particles, num_steps, ancestor_sampling, bool(progress_bar), method, n_backward)
-    with progress(progress_bar, num_steps, "learn"):
-        trace, log_marginal = _learn_program(k_run, model, params, args, observations, trace, optimizer, settings)
+    settings = _LearnSettings(n_particles, num_steps, ancestor_sampling, method, n_backward)
+    show = shown(progress_bar, key, params, args, observations)
+    with progress(bool(show), num_steps, "learn"):
+        trace, log_marginal = _learn_program(k_run, model, params, args, observations, trace, optimizer, settings,
+                                             show)
         jax.block_until_ready(trace)
     finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x), axis=tuple(range(1, x.ndim))) for x in jax.tree.leaves(trace)]),
                      axis=0)

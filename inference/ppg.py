@@ -28,7 +28,7 @@ from ppl.display import tabulated, tree_rows
 
 from . import inputs, smc
 from ._jit import jit
-from .progress import progress, progress_callback
+from .progress import progress, progress_callback, shown
 from .smc.dependence import dependent_outputs
 
 __all__ = ["PPGResult", "check_params_free_carry", "ppg", "prefix_score", "score_sweep", "step_score"]
@@ -57,20 +57,18 @@ class _Settings(NamedTuple):
     config: smc.SMCConfig
     backward: smc.Backward
     num_iterations: int
-    progress_bar: bool
 
 
 @jit
-def _ppg_program(key, model, args, observations, reference, functional, settings: _Settings):
-    tick = progress_callback(settings.num_iterations) if settings.progress_bar else None
+def _ppg_program(key, model, args, observations, reference, functional, settings: _Settings, show):
+    tick = progress_callback(settings.num_iterations, show)
     increment = smc.functional_increment(functional)
 
     def iteration(reference, inputs):
         i, k = inputs
         res, reference = smc.conditional_paris(k, model, args, observations, reference, increment,
                                                settings.backward, settings.config)
-        if tick is not None:
-            tick(i)
+        tick(i)
         return reference, (res.estimate, res.log_marginal, res.bound_exceeded)
 
     n = settings.num_iterations
@@ -128,10 +126,10 @@ def ppg(
     args, observations = inputs.model_args(args), inputs.observations(observations)
     k_init, k_run = jax.random.split(key)
     reference = model.generate(k_init, observations, *args)[0].choices
-    with progress(progress_bar, num_iterations, "ppg"):
+    show = shown(progress_bar, key, args, observations)
+    with progress(bool(show), num_iterations, "ppg"):
         estimates, log_marginal, reference, exceeded = _ppg_program(
-            k_run, model, args, observations, reference, functional,
-            _Settings(config, backward, num_iterations, bool(progress_bar)))
+            k_run, model, args, observations, reference, functional, _Settings(config, backward, num_iterations), show)
     smc.check_bound(exceeded)
     estimate = jax.tree.map(lambda x: jnp.mean(x[burn_in:], axis=0), estimates)
     return PPGResult(estimate, estimates, log_marginal, reference)

@@ -3,7 +3,8 @@
 A compiled program is cached and reused, so its callbacks cannot hold the bar of one run: they
 advance whichever bar `progress` has put in `BAR` for the call in progress, and do nothing when
 there is none (a run under a caller's `jit`, whose program runs after the call has returned).
-A driver whose bar is off compiles a program without any callback.
+Whether a run shows a bar is a traced flag (`shown`), not a setting: the callbacks are compiled in and
+skipped at run time when it is false, so toggling `progress_bar` compiles nothing.
 
 A bar's total is an int (iterations, particles), None until the program says it (the number of
 SMC steps is known when the program is traced, not before), or a float (tempering's
@@ -18,13 +19,14 @@ import warnings
 from typing import Any
 
 import jax
+import numpy as np
 from tqdm.std import TqdmWarning
 
 with warnings.catch_warnings():  # without ipywidgets, notebooks get text bars, which need no warning in every output
     warnings.simplefilter("ignore", TqdmWarning)
     from tqdm.auto import tqdm
 
-__all__ = ["BAR", "advance", "progress", "progress_callback", "tqdm", "tracing"]
+__all__ = ["BAR", "advance", "progress", "progress_callback", "shown", "tqdm", "tracing"]
 
 BAR: dict = {}  # the tqdm bar of the run in progress, at "bar"
 
@@ -57,16 +59,23 @@ def advance(position: jax.Array, total: float | None = None, **postfix: jax.Arra
         jax.debug.callback(functools.partial(_move_to, total=total), position)
 
 
-def progress_callback(total: int):
-    """A function to call inside a loop at iteration i of `total`: it moves the bar to i + 1 of `total` about
-    100 times in all, the last iteration included (so the bar's total may be unknown until then)."""
+def progress_callback(total: int, show: jax.Array):
+    """A function to call inside a loop at iteration i of `total`: where the traced flag `show` is true, it moves
+    the bar to i + 1 of `total` about 100 times in all, the last iteration included (so the bar's total may be
+    unknown until then)."""
     every = max(1, total // 100)
 
     def maybe(i):
-        due = ((i + 1) % every == 0) | (i + 1 == total)
+        due = show & (((i + 1) % every == 0) | (i + 1 == total))
         jax.lax.cond(due, lambda: advance(i + 1, total), lambda: None)
 
     return maybe
+
+
+def shown(progress_bar: bool, *trees: Any) -> np.ndarray:
+    """The flag a compiled program reads to call the bar's callbacks: an array, not a static setting, so a run
+    with the bar on and one with it off are one compiled program. False under a caller's `jit` or `vmap`."""
+    return np.asarray(bool(progress_bar) and not tracing(*trees))  # numpy: concrete even under a caller's jit
 
 
 def tracing(*trees: Any) -> bool:

@@ -33,7 +33,7 @@ from ppl.choicemap import flatten, latents
 
 from .. import inputs
 from ..draws import Posterior
-from ..progress import progress, progress_callback
+from ..progress import progress, progress_callback, shown
 from . import checks
 from .checks import Start
 from .convergence import warn_if_not_converged
@@ -61,8 +61,8 @@ def _start(model, args, observations, traces) -> Start:
 
 
 @eqx.filter_jit
-def _program(key, model, args, observations, u0, cfg):
-    num_warmup, num_samples, target_accept_prob, max_tree_depth, dense_mass, show_progress = cfg
+def _program(key, model, args, observations, u0, cfg, show):
+    num_warmup, num_samples, target_accept_prob, max_tree_depth, dense_mass = cfg
     total = num_warmup + num_samples
     _, unravel = ravel_pytree(jax.tree.map(lambda x: x[0], u0))
     z0 = jax.vmap(lambda u: ravel_pytree(u)[0])(u0)
@@ -74,12 +74,11 @@ def _program(key, model, args, observations, u0, cfg):
                            dense_mass=dense_mass, rng_key=k)
 
     states = jax.vmap(init_one)(z0, jax.random.split(key, z0.shape[0]))
-    tick = progress_callback(total) if show_progress else None
+    tick = progress_callback(total, show)
 
     def body(states, i):
         states = jax.vmap(sample_kernel)(states)
-        if tick is not None:
-            tick(i)
+        tick(i)
         stats = {"accept_prob": states.accept_prob, "diverging": states.diverging, "num_steps": states.num_steps,
                  "energy": states.energy, "potential_energy": states.potential_energy}
         return states, (states.z, stats)
@@ -152,9 +151,10 @@ def nuts(
     _check_continuous(traces, observations)
     start = _start(model, args, observations, traces)
     checks.check_start("mcmc.nuts", traces, observations, init, start)
-    cfg = (num_warmup, num_samples, float(target_accept_prob), max_tree_depth, dense_mass, progress_bar)
-    with progress(progress_bar, num_warmup + num_samples, "nuts"):
-        result = _program(k_run, model, args, observations, start.position, cfg)
+    cfg = (num_warmup, num_samples, float(target_accept_prob), max_tree_depth, dense_mass)
+    show = shown(progress_bar, key, args, observations)
+    with progress(bool(show), num_warmup + num_samples, "nuts"):
+        result = _program(k_run, model, args, observations, start.position, cfg, show)
         jax.block_until_ready(result.samples)
     checks.check_step_size(result.step_size)
     if check_convergence:

@@ -15,7 +15,7 @@ from ppl.choicemap import latents
 
 from .. import inputs
 from ..draws import Posterior
-from ..progress import progress, progress_callback
+from ..progress import progress, progress_callback, shown
 from . import checks
 from .convergence import warn_if_not_converged
 from .kernels import Kernel
@@ -60,14 +60,13 @@ class _Settings(NamedTuple):
     num_samples: int
     num_warmup: int
     thin: int
-    show_progress: bool
 
 
 @eqx.filter_jit
-def _program(key, kernel: Kernel, model, args, observations, traces, settings: _Settings):
+def _program(key, kernel: Kernel, model, args, observations, traces, settings: _Settings, show: jax.Array):
     num_warmup = settings.num_warmup
     total = num_warmup + settings.num_samples
-    tick = progress_callback(total) if settings.show_progress else None
+    tick = progress_callback(total, show)
 
     def transition(key, trace):
         for k in jax.random.split(key, settings.thin):
@@ -77,8 +76,7 @@ def _program(key, kernel: Kernel, model, args, observations, traces, settings: _
     def body(traces, inputs):
         i, key = inputs
         traces, info = jax.vmap(transition)(jax.random.split(key, traces.score.shape[0]), traces)
-        if tick is not None:
-            tick(i)
+        tick(i)
         return traces, (latents(traces.choices, observations), info._asdict())
 
     _, (draws, stats) = jax.lax.scan(body, traces, (jnp.arange(total), jax.random.split(key, total)))
@@ -127,9 +125,10 @@ def run(
     k_init, k_run = jax.random.split(key)
     traces = start_traces("mcmc.run", k_init, model, args, observations, num_chains, init)
     traces = kernel.init(traces)
-    settings = _Settings(num_samples=num_samples, num_warmup=num_warmup, thin=thin, show_progress=progress_bar)
-    with progress(progress_bar, num_warmup + num_samples, "mcmc"):
-        draws, stats = _program(k_run, kernel, model, args, observations, traces, settings)
+    settings = _Settings(num_samples=num_samples, num_warmup=num_warmup, thin=thin)
+    show = shown(progress_bar, key, args, observations)
+    with progress(bool(show), num_warmup + num_samples, "mcmc"):
+        draws, stats = _program(k_run, kernel, model, args, observations, traces, settings, show)
         jax.block_until_ready(draws)
     result = MCMCResult(draws, stats, Posterior(model, args, observations))
     if check_convergence:

@@ -15,7 +15,7 @@ import ppl
 from .. import inputs, resampling
 from ..draws import Posterior
 from ..mcmc.kernels import Kernel
-from ..progress import advance, progress, progress_callback, tracing
+from ..progress import advance, progress, progress_callback, shown
 from .moves import AdaptiveHMC, KernelMoves, MoveReport
 from .result import POOR_ACCEPTANCE, TemperingResult, warn_on_poor_moves
 
@@ -29,7 +29,6 @@ class _Settings(NamedTuple):
     scheme: str
     target_ess: float = 0.5
     max_stages: int = 0
-    progress_bar: bool = False
     """Advance the current `inference.progress` bar from inside the program (β for `temper`, stages for `anneal`)."""
 
 
@@ -75,7 +74,7 @@ def _result(traces, log_z, failed, schedule, n_stages, report: MoveReport, stuck
 
 
 @eqx.filter_jit
-def _temper(key, model, args, observations, settings: _Settings, move):
+def _temper(key, model, args, observations, settings: _Settings, move, show):
     obs_selection = ppl.sel.of(observations)
     n = settings.n_particles
 
@@ -99,8 +98,8 @@ def _temper(key, model, args, observations, settings: _Settings, move):
                                                        ppl.Tempered(model, new_beta, obs_selection), traces, inc, args,
                                                        step_size)
         record = jax.tree.map(lambda r, x: r.at[i].set(x), record, (new_beta, report, _stuck(report, move)))
-        if settings.progress_bar:  # one update a stage (max_stages at most): the bar shows β and the stage
-            advance(new_beta, stage=i + 1)
+        # one update a stage (max_stages at most): the bar shows β and the stage
+        jax.lax.cond(show, lambda: advance(new_beta, stage=i + 1), lambda: None)
         return (i + 1, traces, jax.vmap(log_lik_of)(traces), new_beta, log_z + step_z, ~jnp.isfinite(step_z),
                 step_size, record, key)
 
@@ -188,17 +187,17 @@ def temper(
     observations = inputs.observations(observations)
     move = _move(observations, selection, kernel, n_mcmc, max_moves, waste_free)
     args = inputs.model_args(args)
-    progress_bar = bool(progress_bar) and not tracing(key, args, observations)
+    show = shown(progress_bar, key, args, observations)
     settings = _settings(n_particles, waste_free, resampling_scheme, target_ess=float(target_ess),
-                         max_stages=inputs.count("max_stages", max_stages), progress_bar=progress_bar)
-    with progress(progress_bar, 1.0, "temper β"):
-        result = _temper(key, model, args, observations, settings, move)
+                         max_stages=inputs.count("max_stages", max_stages))
+    with progress(bool(show), 1.0, "temper β"):
+        result = _temper(key, model, args, observations, settings, move, show)
     warn_on_poor_moves(result)
     return dataclasses.replace(result, posterior=Posterior(model, args, observations))
 
 
 @eqx.filter_jit
-def _anneal(key, model, args_sequence, observations, settings: _Settings, move):
+def _anneal(key, model, args_sequence, observations, settings: _Settings, move, show):
     n = settings.n_particles
     n_targets = jax.tree.leaves(args_sequence)[0].shape[0]
 
@@ -220,13 +219,12 @@ def _anneal(key, model, args_sequence, observations, settings: _Settings, move):
             jax.random.split(k_update, n), traces)
         step_z = logsumexp(inc) - jnp.log(n)
         failed = failed | ~jnp.isfinite(step_z)
-        if tick is not None:
-            tick(k - 1)
+        tick(k - 1)
         return (traces, inc, log_z + step_z, failed, step_size), (report, _stuck(report, move))
 
     init = (traces, log_w, log_z0, ~jnp.isfinite(log_z0), move.initial_step_size(model, traces, args_at(0)))
     keys = jax.random.split(k_stages, n_targets - 1)
-    tick = progress_callback(n_targets - 1) if settings.progress_bar else None
+    tick = progress_callback(n_targets - 1, show)
     (traces, log_w, log_z, failed, _), (report, stuck) = jax.lax.scan(stage, init, (keys, jnp.arange(1, n_targets)))
     ancestors = resampling.get(settings.scheme)(k_last, log_w, n)
     traces = jax.tree.map(lambda x: x[ancestors], traces)
@@ -260,10 +258,10 @@ def anneal(
     observations = inputs.observations(observations)
     move = _move(observations, selection, kernel, n_mcmc, max_moves, waste_free)
     args_sequence = inputs.model_args(args_sequence)
-    progress_bar = bool(progress_bar) and not tracing(key, args_sequence, observations)
-    settings = _settings(n_particles, waste_free, resampling_scheme, progress_bar=progress_bar)
-    with progress(progress_bar, leaves[0].shape[0] - 1, "anneal", unit="stage"):
-        result = _anneal(key, model, args_sequence, observations, settings, move)
+    show = shown(progress_bar, key, args_sequence, observations)
+    settings = _settings(n_particles, waste_free, resampling_scheme)
+    with progress(bool(show), leaves[0].shape[0] - 1, "anneal", unit="stage"):
+        result = _anneal(key, model, args_sequence, observations, settings, move, show)
     warn_on_poor_moves(result)
     final = jax.tree.map(lambda x: x[-1], args_sequence)  # the last target's arguments
     return dataclasses.replace(result, posterior=Posterior(model, final, observations))
