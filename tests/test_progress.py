@@ -2,7 +2,7 @@
 
 Each driver runs with its bar on twice (the second call, with another key and the same shapes, must
 compile nothing), then with it off (compiling nothing either: whether the bar shows is a value the program
-reads, not a setting it is compiled for; importance sampling's chunks are the exception): the bar ends at its
+reads, not a setting it is compiled for; smc.run and importance.run are the exceptions, see docs/smc.md): the bar ends at its
 total, moved there by the program's callbacks (about 100 updates at most; nothing fills it on exit), and the
 results are those of the run without it.
 """
@@ -76,7 +76,8 @@ YS, LG_ARGS, LG_OBS = lgssm.simulated(250, 0)
 
 def test_smc_run_advances_its_bar_once_a_step_and_learns_the_total_from_the_program(bars):
     on, off = twice_with_the_bar(lambda seed, bar: smc.run(jax.random.key(seed), lgssm.lgssm, LG_ARGS, LG_OBS, 32,
-                                                           return_traces="history", progress_bar=bar))
+                                                           return_traces="history", progress_bar=bar),
+                                 toggling_compiles=True)
     assert len(bars) == 2  # none for the run without the bar
     bar = bars[-1]
     assert bar.initial_total is None and bar.total == 250 and bar.n == 250
@@ -86,7 +87,7 @@ def test_smc_run_advances_its_bar_once_a_step_and_learns_the_total_from_the_prog
 
 
 def test_smc_run_without_the_bar_moves_no_bar(bars):
-    """A bar left in `BAR` is not moved by a run whose bar is off: its program skips the callbacks."""
+    """A bar left in `BAR` is not moved by a run whose bar is off: its program has no callback."""
     progress.BAR["bar"] = Recorder(total=None)
     smc.run(jax.random.key(0), lgssm.lgssm, LG_ARGS, LG_OBS, 8).log_marginal.block_until_ready()
     jax.effects_barrier()

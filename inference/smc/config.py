@@ -40,6 +40,8 @@ class SMCConfig(eqx.Module):
     mesh: jax.sharding.Mesh | None = eqx.field(static=True, default=None)
     proposal: ppl.GenFn | None = None
     rejuvenation: Kernel | None = None
+    progress_bar: bool = eqx.field(static=True, default=False)
+    """Advance the current `inference.progress` bar once per step, from inside the compiled program."""
 
     def __check_init__(self):
         if not 0.0 <= self.ess_threshold <= 1.0:

@@ -53,13 +53,12 @@ def over_steps(step: Callable, key: jax.Array, state: Any, target: Target,
     return with_target(final, target), outs
 
 
-def iterate(step: Callable, key: jax.Array, state: SMCState, record: Record,
-            show: jax.Array | None = None) -> tuple[SMCState, StepInfo, History | None]:
+def iterate(step: Callable, key: jax.Array, state: SMCState,
+            record: Record) -> tuple[SMCState, StepInfo, History | None]:
     """`step(key_t, state, t)` for t = 0..T-1: (the final state, the steps' infos stacked over time, the record).
-    Given the traced flag `show` (`inference.progress.shown`), each step advances the current bar where it is
-    true (T steps)."""
+    With the config's `progress_bar`, each step advances the current `inference.progress` bar (T steps)."""
     target = state.target
-    tick = None if show is None else progress_callback(target.space.length, show)
+    tick = progress_callback(target.space.length, True) if target.config.progress_bar else None
 
     def kept_step(k, state, t):
         new, info = step(k, state, t)

@@ -16,7 +16,7 @@ from .._jit import jit
 from ..draws import Posterior
 from ..mcmc import kernels
 from ..mcmc.kernels import Kernel
-from ..progress import progress, shown
+from ..progress import progress, tracing
 from ..resampling import SchemeName
 from ..weighted import WeightedParticles
 from .conditional import conditional_init, conditional_step
@@ -82,10 +82,10 @@ def _result(key, state, infos, history: History | None, args) -> SMCResult:
 
 
 @jit
-def _run_program(key, model, args, observations, config: SMCConfig, show: jax.Array) -> SMCResult:
+def _run_program(key, model, args, observations, config: SMCConfig) -> SMCResult:
     k_init, k_steps, k_traces = jax.random.split(key, 3)
     state = start(k_init, model, args, observations, config)
-    state, infos, history = iterate(step, k_steps, state, config.record, show)
+    state, infos, history = iterate(step, k_steps, state, config.record)
     return _result(k_traces, state, infos, history, args)
 
 
@@ -138,18 +138,18 @@ def run(
         progress_bar: a tqdm bar of the steps, advanced from inside the compiled program (about 100 updates
             at most; its total, the scan's length, appears with the first). Off by default because `run` is a
             building block that other loops call many times (particle Gibbs, inference-time scaling); under a
-            caller's `jit` or `vmap` no bar is shown. On or off, it is one compiled program (the bar's callbacks
-            are skipped at run time when it is off).
+            caller's `jit` or `vmap` no bar is shown. A run with the bar off compiles no callback at all.
     """
     args, observations = inputs.model_args(args), inputs.observations(observations)
-    show = shown(progress_bar, key, args, observations)
+    progress_bar = bool(progress_bar) and not tracing(key, args, observations)
     config = SMCConfig.of(n_particles, ess_threshold, resampling_scheme=resampling_scheme,
-                          record=record_mode(return_traces), mesh=mesh, proposal=proposal, rejuvenation=rejuvenation)
-    if not show:  # no bar: the call returns as soon as the work is queued
-        result = _run_program(key, model, args, observations, config, show)
+                          record=record_mode(return_traces), mesh=mesh, proposal=proposal, rejuvenation=rejuvenation,
+                          progress_bar=progress_bar)
+    if not progress_bar:
+        result = _run_program(key, model, args, observations, config)
     else:
         with progress(True, None, "smc", unit="step"):
-            result = jax.block_until_ready(_run_program(key, model, args, observations, config, show))
+            result = jax.block_until_ready(_run_program(key, model, args, observations, config))
     return dataclasses.replace(result, posterior=Posterior(model, args, observations))
 
 
