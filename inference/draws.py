@@ -106,7 +106,7 @@ class Draws(eqx.Module):
         quantiles = {f"{q:.0%}": (lambda x, q=q: np.quantile(x, q)) for q in QUANTILES}
         if self._shape()[0] == 1:  # one chain (independent draws, a single run): no R-hat, nor ArviZ's warning
             kwargs.setdefault("kind", "stats")
-        return az.summary(az.from_dict(posterior=_named(self.samples)), stat_funcs=quantiles, extend=True, **kwargs)
+        return az.summary(inference_data(self.samples), stat_funcs=quantiles, extend=True, **kwargs)
 
     def _shape(self) -> tuple:
         return tuple(jax.tree.leaves(self.samples)[0].shape[:2]) if jax.tree.leaves(self.samples) else (0, 0)
