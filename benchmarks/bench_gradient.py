@@ -1,11 +1,12 @@
 """The gradient of a posterior's unconstrained log density: ours (`model.assess` on `ppl.Unconstrained` leaves, as
-`mcmc.nuts` computes it) against NumPyro's `potential_fn`, on the models of `bench_nuts.py`.
+`mcmc.nuts` computes it) against NumPyro's `potential_fn`, on every posteriordb model of `bench_nuts.py`.
 
-    python benchmarks/bench_gradient.py [--models kidiq,eight_schools,arK] [--repeats 9]
+    python benchmarks/bench_gradient.py [--models kidiq,eight_schools,...] [--repeats 9]
 
 Each side runs 200 gradient steps in one jitted `fori_loop` (what a NUTS trajectory does), alone and vmapped over
 4 chains; the two take turns, and each time is the median of its own repeats. It separates the cost of a gradient
-from the rest of a NUTS run, which `bench_nuts.py` measures.
+from the rest of a NUTS run, which `bench_nuts.py` measures. Both sides map the same unconstrained point (the
+flattened addresses in the same order) and the two gradients are checked equal first: the models are twins.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from bench_nuts import MODELS
 from jax.flatten_util import ravel_pytree
 from numpyro.infer.util import initialize_model
+from numpyro_posteriordb import MODELS
 
 import ppl
 from ppl import unconstrained
@@ -41,7 +42,10 @@ def gradients(name: str):
         choices = ppl.choicemap.merge(unconstrained.wrap(unravel(z)), post.observations)
         return -post.model.assess(choices, *post.args)[0]
 
-    return (jax.grad(ours), z_ours), (jax.grad(lambda z: info.potential_fn(unravel_np(z))), z_np)
+    grad_ours, grad_np = jax.grad(ours), jax.grad(lambda z: info.potential_fn(unravel_np(z)))
+    if z_ours.shape != z_np.shape or not np.allclose(grad_ours(z_ours), grad_np(z_ours), rtol=1e-3, atol=1e-3):
+        raise AssertionError(f"{name}: the NumPyro twin's gradient differs from ours at the same point")
+    return (grad_ours, z_ours), (grad_np, z_np)
 
 
 def loop(grad, chains: bool):

@@ -145,18 +145,20 @@ class Distribution(GenFn):
 
     # --- the GFI ---
 
-    def _from_unconstrained(self, u) -> tuple[jax.Array, jax.Array]:
-        """(x, log |dx/du|) for an unconstrained value `u`."""
+    def _from_unconstrained(self, u) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """(x, log p(x), log |dx/du|) for an unconstrained value `u`. x is in the support by construction, so only
+        the parameters are checked: a support check would cost every gradient of NUTS a pass over x for nothing."""
         transform = self.to_constrained
         x = transform(u)
-        return x, jnp.sum(transform.log_abs_det_jacobian(u, x))
+        logp = jnp.where(_valid_parameters(self.dist), jnp.sum(self.dist.log_prob(x)), -jnp.inf)
+        return x, logp, jnp.sum(transform.log_abs_det_jacobian(u, x))
 
     def _simulate(self, key, args):
         mode = _LEAF_MODE.get()
         if isinstance(mode, tuple) and not self.is_discrete:
             radius = mode[1]
             shape = self.to_constrained.inverse_shape(self.shape)
-            value, _ = self._from_unconstrained(jax.random.uniform(streams.as_key(key), shape, minval=-radius, maxval=radius))
+            value = self.to_constrained(jax.random.uniform(streams.as_key(key), shape, minval=-radius, maxval=radius))
         else:
             value = self._sample(key)
         return ChoiceTrace(value, self.log_prob(value))
@@ -170,8 +172,8 @@ class Distribution(GenFn):
     def _assess(self, choices, args):
         value = self._checked(choices, "value")
         if isinstance(value, Unconstrained):
-            x, log_jac = self._from_unconstrained(value.value)
-            return self.log_prob(x) + log_jac, x
+            x, logp, log_jac = self._from_unconstrained(value.value)
+            return logp + log_jac, x
         if isinstance(value, Masked):
             value = value.value
         return self.log_prob(value), value
@@ -181,8 +183,7 @@ class Distribution(GenFn):
             return self._simulate(key, args), jnp.zeros(())
         value = self._checked(constraints, "constraint")
         if isinstance(value, Unconstrained):
-            x, log_jac = self._from_unconstrained(value.value)
-            logp = self.log_prob(x)
+            x, logp, log_jac = self._from_unconstrained(value.value)
             return ChoiceTrace(x, logp), logp + log_jac
         if _LEAF_MODE.get() == "inverse" and not self.is_discrete and not isinstance(value, Masked):
             return _InverseTrace(value, jnp.zeros(()), self.to_constrained.inv(value)), jnp.zeros(())
