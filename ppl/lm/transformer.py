@@ -5,7 +5,9 @@ The layers' weights are stacked (a leading layer axis) and the forward pass scan
 so the compiled program holds one layer, not thirty. The cache holds keys and values at
 slots 0..S-1 of a left-padded batch: sequence b's tokens start at slot `pad[b]`, its
 rotary position at slot s is s - pad[b], and a query at slot q attends to the slots
-pad[b] <= s <= q (a padding slot to itself only).
+pad[b] <= s <= q (a padding slot to itself only). A forward pass may also read a prefix: a
+cache of one sequence (a prompt) that every row continues and that is read, never written,
+so many continuations of one prompt keep one copy of its keys and values.
 """
 
 from __future__ import annotations
@@ -94,23 +96,30 @@ class Transformer(eqx.Module):
         """Next-token logits (..., V) from final-layer hidden states (..., d)."""
         return _project(hidden, self.embed if self.output is None else self.output)
 
-    def hidden_states(self, tokens: jax.Array, start: jax.Array, pad: jax.Array,
-                      cache: Cache) -> tuple[jax.Array, Cache]:
+    def hidden_states(self, tokens: jax.Array, start: jax.Array, pad: jax.Array, cache: Cache,
+                      prefix: tuple[Cache, jax.Array] | None = None) -> tuple[jax.Array, Cache]:
         """The final-layer hidden states (B, T, d), after the final norm (what the output head reads), for
-        `tokens` (B, T) written at slots start..start+T-1, and the updated cache."""
+        `tokens` (B, T) written at slots start..start+T-1, and the updated cache.
+
+        With `prefix` = (a cache of batch one, its length P), the cache continues the prefix: its slot s holds
+        position P + s - pad, and every query also attends to the prefix's first P slots."""
         c = self.config
         B, T = tokens.shape
         slots = start + jnp.arange(T)
-        positions = slots[None, :] - pad[:, None]  # (B, T)
+        offset = 0 if prefix is None else prefix[1]
+        positions = offset + slots[None, :] - pad[:, None]  # (B, T)
         key_slots = jnp.arange(cache.k.shape[2])
         causal = key_slots[None, None, :] <= slots[None, :, None]
         # a padding slot attends to itself only, so its (unused) state stays finite: no 0 * NaN downstream
         mask = causal & ((key_slots[None, None, :] >= pad[:, None, None]) | (key_slots[None, None, :] == slots[None, :, None]))
         cos, sin = _rope_angles(positions, c.head_dim, c.rope_base)
+        if prefix is not None:
+            prefix_mask = jnp.arange(prefix[0].k.shape[2]) < prefix[1]
 
-        def layer(carry, w):
+        def layer(carry, xs):
             # the cache rides in the carry and each layer writes only its new slots: a cache passed as scan
             # inputs and outputs would be copied whole at every call (every decoded token)
+            w, prefix_kv = xs
             x, k_all, v_all, i = carry
             h = _rms_norm(x, w["attn_norm"], c.norm_eps)
             q = _project(h, w["q"], w.get("q_bias")).reshape(B, T, c.heads, c.head_dim)
@@ -121,13 +130,17 @@ class Transformer(eqx.Module):
             v_all = jax.lax.dynamic_update_slice(v_all, v[None].astype(v_all.dtype), (i, 0, start, 0, 0))
             k_cache = jax.lax.dynamic_index_in_dim(k_all, i, keepdims=False)
             v_cache = jax.lax.dynamic_index_in_dim(v_all, i, keepdims=False)
-            x = x + _project(_attention(q, k_cache, v_cache, mask), w["o"])
+            parts = [(k_cache, v_cache, mask)]
+            if prefix is not None:  # one sequence's keys and values, read by every row
+                parts.insert(0, (prefix_kv.k[0], prefix_kv.v[0], prefix_mask))
+            x = x + _project(_attention(q, parts), w["o"])
             h = _rms_norm(x, w["mlp_norm"], c.norm_eps)
             x = x + _project(jax.nn.silu(_project(h, w["gate"])) * _project(h, w["up"]), w["down"])
             return (x, k_all, v_all, i + 1), None
 
         x = self.embed.rows(tokens) if isinstance(self.embed, Int8) else self.embed[tokens]
-        (x, k, v, _), _ = jax.lax.scan(layer, (x, cache.k, cache.v, jnp.int32(0)), self.layers)
+        (x, k, v, _), _ = jax.lax.scan(layer, (x, cache.k, cache.v, jnp.int32(0)),
+                                       (self.layers, None if prefix is None else prefix[0]))
         return _rms_norm(x, self.norm, c.norm_eps), Cache(k, v)
 
 
@@ -159,13 +172,21 @@ def _rope(x, cos, sin, interleaved: bool):
     return jnp.concatenate([a * cos - b * sin, a * sin + b * cos], axis=-1)
 
 
-def _attention(q, k, v, mask):
-    """Grouped-query attention of q (B, T, H, d) over the cache k, v (B, S, KV, d) with mask (B, T, S)."""
+def _attention(q, parts):
+    """Grouped-query attention of q (B, T, H, d) over the slots of every part: (k, v, mask) with k, v (B, S, KV, d)
+    and mask (B, T, S), or k, v (S, KV, d) and mask (S,) for slots that every row and query reads alike."""
     B, T, H, d = q.shape
-    kv = k.shape[2]
+    kv = parts[0][0].shape[-2]
     q = q.reshape(B, T, kv, H // kv, d)
-    scores = jnp.einsum("btkgd,bskd->bkgts", q, k) / jnp.sqrt(jnp.float32(d))
-    scores = jnp.where(mask[:, None, None, :, :], scores, -jnp.inf)
-    probs = jax.nn.softmax(scores, axis=-1)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
+    scores = []
+    for k, _, mask in parts:
+        shared = k.ndim == 3
+        s = jnp.einsum("btkgd,skd->bkgts" if shared else "btkgd,bskd->bkgts", q, k) / jnp.sqrt(jnp.float32(d))
+        scores.append(jnp.where(mask if shared else mask[:, None, None, :, :], s, -jnp.inf))
+    probs = jnp.split(jax.nn.softmax(jnp.concatenate(scores, axis=-1), axis=-1),
+                      np.cumsum([k.shape[-3] for k, _, _ in parts[:-1]]), axis=-1)
+    out = None
+    for p, (_, v, _) in zip(probs, parts):
+        part = jnp.einsum("bkgts,skd->btkgd" if v.ndim == 3 else "bkgts,bskd->btkgd", p, v)
+        out = part if out is None else out + part
     return out.reshape(B, T, H * d)
