@@ -9,6 +9,7 @@ T = 100, data simulated with a fixed seed. Both filters propose from the prior,
 resample systematically when ESS/N < 0.5 and keep the running log marginal likelihood.
 
     python benchmarks/bench_smc.py [--particles 1000,10000,100000] [--repeats 5] [--T 100] [--breakdown]
+    python benchmarks/bench_smc.py --memory 1000000      # peak memory of return_traces=True, T = 100
 
 Prints, for each N, the seconds per run and particle-steps per second (N*T / seconds,
 median of `--repeats` runs, compilation excluded; the implementations are timed
@@ -20,13 +21,23 @@ round-robin so they see the same machine load) of
   resampling flags and running log Z, as return_traces=False): it draws every particle's
   noise with one `jax.random.normal(key, (N,))`, resamples under `lax.cond` and carries
   logsumexp and ESS from one step to the next;
+- the same hand-written filter recording every step's states and ancestors and tracing the
+  final particles' lineages (N, T) back through them: what `return_traces=True` keeps
+  beyond the bare filter (ours also keeps the weights and carries of every step and
+  returns the final particles as the model's traces);
 
-with the ratio ours / hand-written of throughput (goal >= 0.95 for return_traces=False)
+with the ratio ours / hand-written of throughput (goals >= 0.95 for return_traces=False
+against the bare filter, >= 0.6 for return_traces=True against the one with lineages)
 and compile time (first call minus a steady-state call). A sanity table then compares
 every filter's log Z with the exact (Kalman filter) log likelihood. `--breakdown` also
 times the hand-written filter with a key per particle (split, then a fold_in per choice,
 as a vmapped GFI call over split keys does): the cost `smc.run` avoids by drawing every
 particle from a stream of one shared key (`ppl.Streams`).
+
+`--memory N` runs `smc.run(..., return_traces=True)` once at each N in a fresh process and
+prints the bytes its result holds, the process's peak resident memory (`ru_maxrss`) and
+its increase over the resident memory before the run, as a multiple of the result
+(goal <= 2 at N = 1e6, T = 100).
 """
 
 from __future__ import annotations
@@ -34,6 +45,9 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import resource
+import subprocess
+import sys
 import time
 
 import jax
@@ -44,7 +58,7 @@ from jax.scipy.stats import norm
 
 from inference import smc
 from testbed import oracles
-from testbed.lgssm import A, C, M0, P0, Q, R, lgssm
+from testbed.lgssm import M0, P0, A, C, Q, R, lgssm
 
 THRESHOLD = 0.5
 DATA_SEED = 0
@@ -62,8 +76,10 @@ def systematic_resample(key, log_w, n):
     return jnp.minimum(jnp.searchsorted(cdf, u, side="right"), n - 1)
 
 
-def hand_filter(key, ys, first_flags, n, per_particle_keys=False):
-    """Bootstrap PF: (log Z, final log weights, per-step ESS, per-step resampled flag, running log Z).
+def hand_filter(key, ys, first_flags, n, per_particle_keys=False, trajectories=False):
+    """Bootstrap PF: (log Z, final log weights, per-step ESS, per-step resampled flag, running log Z), and with
+    `trajectories` also what `return_traces=True` needs: every step's states and ancestors, and the final
+    particles' lineages (N, T) traced back through them.
 
     `per_particle_keys` (off for the benchmark; for `--breakdown`) gives every particle a key
     of its own (split, then one fold_in per choice, as a vmapped GFI call over split keys
@@ -78,9 +94,11 @@ def hand_filter(key, ys, first_flags, n, per_particle_keys=False):
         do_resample = (t > 0) & (ess_prev < THRESHOLD * n)
 
         def resample():
-            return x[systematic_resample(k_res, log_w, n)], jnp.zeros_like(log_w), log_n
+            ancestors = systematic_resample(k_res, log_w, n)
+            return ancestors, x[ancestors], jnp.zeros_like(log_w), log_n
 
-        x, log_w, lse_w = jax.lax.cond(do_resample, resample, lambda: (x, log_w, lse_w))
+        ancestors, x, log_w, lse_w = jax.lax.cond(do_resample, resample,
+                                                  lambda: (jnp.arange(n), x, log_w, lse_w))
         mean = jnp.where(is_first, M0, A * x)
         sd = jnp.where(is_first, math.sqrt(P0), math.sqrt(Q))
         if per_particle_keys:
@@ -91,15 +109,22 @@ def hand_filter(key, ys, first_flags, n, per_particle_keys=False):
         new_log_w = log_w + norm.logpdf(y, C * x, math.sqrt(R))
         new_lse = logsumexp(new_log_w)
         ess = 1.0 / jnp.sum(jnp.exp(2.0 * (new_log_w - new_lse)))
-        return (x, new_log_w, new_lse, ess), (ess, do_resample, new_lse - lse_w)
+        record = (x, ancestors) if trajectories else ()
+        return (x, new_log_w, new_lse, ess), (ess, do_resample, new_lse - lse_w, record)
 
     T = ys.shape[0]
     init = (jnp.zeros(n), jnp.zeros(n), log_n, jnp.asarray(float(n)))
-    (_, log_w, _, _), (ess, resampled, dlog_z) = jax.lax.scan(
+    (_, log_w, _, _), (ess, resampled, dlog_z, record) = jax.lax.scan(
         step, init, (jax.random.split(key, T), ys, first_flags, jnp.arange(T))
     )
     log_z_path = jnp.cumsum(dlog_z)
-    return log_z_path[-1], log_w, ess, resampled, log_z_path
+    out = (log_z_path[-1], log_w, ess, resampled, log_z_path)
+    if not trajectories:
+        return out
+    states, ancestors = record
+    _, lineages = jax.lax.scan(lambda b, step: (step[1][b], step[0][b]), jnp.arange(n), (states, ancestors),
+                               reverse=True)
+    return out + (states, ancestors, lineages.T)
 
 
 # --- timing --------------------------------------------------------------------
@@ -133,6 +158,17 @@ def time_round_robin(impls: dict, keys, repeats: int, min_run_s: float):
     return compile_s, {name: float(np.median(v)) for name, v in per_call.items()}, outputs
 
 
+def peak_memory(n: int, T: int) -> None:
+    """One `smc.run(..., return_traces=True)` at N = n: the result's bytes and the process's peak memory."""
+    _, ys_np = oracles.lgssm_simulate(np.random.default_rng(DATA_SEED), T, A, C, Q, R, M0, P0)
+    obs = {"steps": {"y": jnp.asarray(ys_np, jnp.float32)}}
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    result = jax.block_until_ready(smc.run(jax.random.key(0), lgssm, (jnp.arange(T) == 0,), obs, n))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    held = sum(x.nbytes for x in jax.tree.leaves(result))
+    print(f"{n:>9}{T:>5}{held / 1e9:>12.2f}{peak / 1e9:>11.2f}{(peak - before) / held:>20.2f}{peak / held:>14.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--particles", default="1000,10000,100000", help="comma-separated N values")
@@ -141,9 +177,20 @@ def main() -> None:
     parser.add_argument("--min-run-s", type=float, default=0.05, help="a run repeats calls until it lasts this long")
     parser.add_argument("--breakdown", action="store_true",
                         help="also time the hand-written filter with smc.run's costs added one at a time")
+    parser.add_argument("--memory", help="comma-separated N values: peak memory of return_traces=True instead")
+    parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     ns = [int(float(s)) for s in args.particles.split(",")]
     T = args.T
+    if args.memory_child:
+        return peak_memory(args.memory_child, T)
+    if args.memory:
+        print(f"smc.run(..., return_traces=True), bootstrap PF on the scalar LGSSM; jax {jax.__version__}; "
+              "each N in a fresh process")
+        print(f"{'N':>9}{'T':>5}{'result (GB)':>12}{'peak (GB)':>11}{'(peak - before)/result':>20}{'peak/result':>14}")
+        for n in [int(float(s)) for s in args.memory.split(",")]:
+            subprocess.run([sys.executable, __file__, "--memory-child", str(n), "--T", str(T)], check=True)
+        return
 
     _, ys_np = oracles.lgssm_simulate(np.random.default_rng(DATA_SEED), T, A, C, Q, R, M0, P0)
     _, _, exact_log_z = oracles.kalman_filter(ys_np, A, C, Q, R, M0, P0)
@@ -154,31 +201,35 @@ def main() -> None:
     print(f"bootstrap PF on the scalar LGSSM (a={A}, q={Q}, r={R}), T={T}, systematic resampling at ESS/N < {THRESHOLD}")
     print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({os.cpu_count()} cores visible); "
           f"median of {args.repeats} runs; compile = first call - steady-state call")
-    print("ratio ours/hand: throughput of smc.run / throughput of the hand-written filter (goal >= 0.95 for "
-          "return_traces=False); compile ratio: ours / hand")
+    print("ratio ours/hand: throughput of smc.run / throughput of the hand-written filter that keeps the same "
+          "(goals: >= 0.95 for return_traces=False against the bare filter, >= 0.6 for return_traces=True against "
+          "the filter that records states and ancestors and traces the lineages back); compile ratio: ours / hand")
     header = (f"{'N':>8}  {'filter':<26}{'ms/run':>10}{'particle-steps/s':>18}{'ratio ours/hand':>17}"
               f"{'compile (s)':>13}{'compile ratio':>15}")
     print()
     print(header)
     print("-" * len(header))
 
-    hand = "hand-written JAX"
+    hand, hand_traj = "hand-written JAX", "hand-written + lineages"
+    baseline = {"smc.run return_traces=F": hand, "smc.run return_traces=T": hand_traj}
     sanity, breakdowns = [], []
     for n in ns:
         impls = {
             "smc.run return_traces=F": lambda k, n=n: smc.run(k, lgssm, (flags,), obs, n, return_traces=False),
             "smc.run return_traces=T": lambda k, n=n: smc.run(k, lgssm, (flags,), obs, n, return_traces=True),
             hand: jax.jit(lambda k, n=n: hand_filter(k, ys, flags, n)),
+            hand_traj: jax.jit(lambda k, n=n: hand_filter(k, ys, flags, n, trajectories=True)),
         }
         keys = iter(jax.random.split(jax.random.key(n), 100_000))
         compile_s, med, outputs = time_round_robin(impls, keys, args.repeats, args.min_run_s)
         for name in impls:
-            ratio = "" if name == hand else f"{med[hand] / med[name]:.3f}"
-            c_ratio = "" if name == hand else f"{compile_s[name] / compile_s[hand]:.2f}"
+            base = baseline.get(name)
+            ratio = "" if base is None else f"{med[base] / med[name]:.3f}"
+            c_ratio = "" if base is None else f"{compile_s[name] / compile_s[base]:.2f}"
             print(f"{n:>8}  {name:<26}{med[name] * 1e3:>10.2f}{n * T / med[name]:>18.3e}{ratio:>17}"
                   f"{compile_s[name]:>13.3f}{c_ratio:>15}")
         print()
-        log_zs = {name: [float(o[0] if name == hand else o.log_marginal_likelihood()) for o in outs]
+        log_zs = {name: [float(o.log_marginal_likelihood() if name in baseline else o[0]) for o in outs]
                   for name, outs in outputs.items()}
         sanity.append((n, log_zs))
 
