@@ -279,3 +279,26 @@ def test_the_judge_reads_its_question_after_the_text_so_far(reasoner):
     assert log_r < 0
     with pytest.raises(ValueError, match="must be one token each"):
         scaling.LMJudge.from_lm(lm, yes=" definitely yes")
+
+
+def test_particles_share_the_prompt_cache_and_resampling_keeps_each_state_right(reasoner):
+    """The prompt's keys and values are stored once for all particles (a carry leaf that every step hands on
+    unchanged), the particles carry only their continuations' caches, and after resampling at every step each
+    final particle's state is the one a forward pass from scratch over its tokens gives."""
+    lm = reasoner.lm
+    states, _ = reasoner.prompt_states(["Tom has 3 apples and buys 5 more. How many apples does he have?"])
+    state0 = jax.tree.map(lambda x: x[0], states)
+    args = (reasoner.step, methods.as_module(reasoner.potential), state0)
+    model = reasoning_model(2, float(reasoner.reward_temperature), reasoner.reward_mode)
+    state = smc.init(jax.random.key(0), model, args, {}, 4)
+    prompt_bytes = state0.prompt.k.nbytes
+    assert sum(x.nbytes for x in jax.tree.leaves(state.target.carry.shared)) >= 2 * prompt_bytes
+    assert all(x.nbytes / 4 < prompt_bytes for x in jax.tree.leaves(state.particles.carry))  # per particle
+    result = methods.particle_filter(jax.random.key(2), reasoner.step, reasoner.potential, state0, 4, 2,
+                                     reward=reasoner.reward_mode)
+    final = result.states
+    for i in range(4):
+        ids = jnp.asarray([np.asarray(final.tokens[i])[: int(final.length[i])]], jnp.int32)
+        hidden, _ = lm.transformer.hidden_states(ids, jnp.int32(0), jnp.zeros(1, jnp.int32),
+                                                 lm.transformer.empty_cache(1, ppl.lm.cache_slots(ids.shape[1])))
+        np.testing.assert_allclose(np.asarray(final.hidden[i]), np.asarray(hidden[0, -1]), atol=2e-3, rtol=1e-3)

@@ -357,3 +357,44 @@ def test_config_names_its_bad_settings():
     with pytest.raises(ValueError, match="record is one of"):
         smc.SMCConfig(8, record="all")
     assert smc.SMCConfig(8, ess_threshold=0.5) == smc.SMCConfig(8, ess_threshold=0.5)
+
+
+def _drifting(copy_table: bool):
+    """x_t ~ N(x_{t-1} + table[0], 1), y_t ~ N(x_t, scale); the carry (x, table) hands the table on unchanged, or
+    (with `copy_table`) a table computed from it (equal, plus zero)."""
+
+    @ppl.gen
+    def step(carry, scale):
+        x, table = carry
+        x = dist.Normal(x + table[0], 1.0) @ "x"
+        dist.Normal(x, scale) @ "y"
+        return (x, table + 0.0 if copy_table else table)
+
+    @ppl.gen
+    def model(table, scale):
+        return ppl.scan(step, length=4)((jnp.zeros(()), table), scale) @ "steps"
+
+    return model
+
+
+@pytest.mark.parametrize("ancestor_sampling", [None, True])
+def test_a_carry_leaf_that_no_step_changes_is_stored_once_and_not_gathered(ancestor_sampling):
+    """A carry leaf that starts alike in every particle and that every step hands on unchanged (a language model's
+    prompt cache) is kept once by the target, not per particle; the filter computes what it computed with the leaf
+    per particle (the same leaf, changed by adding zero, is per particle)."""
+    table, obs = jnp.arange(3.0), {"steps": {"y": jnp.array([0.5, 1.0, 2.5, 3.0])}}
+    handing_on, copying = _drifting(False), _drifting(True)
+    state = smc.init(jax.random.key(0), handing_on, (table, 0.5), obs, 7)
+    assert list(state.target.carry.shared) == [1] and list(state.particles.carry) == [0]
+    np.testing.assert_array_equal(state.target.carry.shared[1], table)
+    assert not smc.init(jax.random.key(0), copying, (table, 0.5), obs, 7).target.carry.shared
+    if ancestor_sampling is None:
+        shared, copied = (smc.run(jax.random.key(1), m, (table, 0.5), obs, 7, ess_threshold=1.0)
+                          for m in (handing_on, copying))
+    else:
+        reference = {"steps": {"x": jnp.linspace(0.0, 2.0, 4), "y": obs["steps"]["y"]}}
+        shared, copied = (smc.csmc(jax.random.key(1), m, (table, 0.5), obs, reference, 7, ancestor_sampling=True)
+                          for m in (handing_on, copying))
+    np.testing.assert_allclose(shared.log_marginal, copied.log_marginal, rtol=1e-6)
+    np.testing.assert_allclose(shared.choices["steps"]["x"], copied.choices["steps"]["x"], rtol=1e-6)
+    np.testing.assert_array_equal(shared.carries[1], np.broadcast_to(table, (7, 3)))  # the result's carries are whole

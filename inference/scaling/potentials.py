@@ -75,6 +75,6 @@ class LMJudge(eqx.Module):
         return cls(lm.transformer, jnp.asarray(lm.tokenizer.encode(question), jnp.int32), ids[0][0], ids[1][0])
 
     def __call__(self, before: LMState, after: LMState) -> jax.Array:
-        logits, _ = self.transformer(self.question[None], after.length, jnp.zeros(1, jnp.int32), after.cache)
-        verdict = jax.nn.log_softmax(logits[0, -1, jnp.array([self.yes, self.no])])
+        hidden, _ = after.read(self.transformer, self.question)
+        verdict = jax.nn.log_softmax(self.transformer.logits(hidden[-1])[jnp.array([self.yes, self.no])])
         return verdict[0]

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ppl.display import tabulated
-from ppl.lm import LanguageModel
+from ppl.lm import LanguageModel, cache_slots
 
 from . import methods
 from .budget import plan
@@ -191,12 +191,12 @@ class Reasoner:
         return out
 
     def prompt_states(self, questions: list[str]):
-        """The questions' prefilled states of equal shapes (the cache sized for the longest prompt), stacked; prompt lengths."""
+        """The questions' prefilled states of equal shapes (the prompts' caches sized for the longest), stacked;
+        prompt lengths."""
         ids = [self.lm.tokenizer.prompt_ids(self.messages(q)) for q in questions]
-        longest = max(len(i) for i in ids)
+        slots = cache_slots(max(len(i) for i in ids))
         room = self.n_steps * self.step_tokens + 32  # the steps, and a judge's question after them
-        states = [self.lm.prompt_state(self.messages(q), max_tokens=longest - len(i) + room)
-                  for q, i in zip(questions, ids)]
+        states = [self.lm.prompt_state(self.messages(q), max_tokens=room, prompt_slots=slots) for q in questions]
         return jax.tree.map(lambda *x: jnp.stack(x), *states), [len(i) for i in ids]
 
     def _solution(self, key, candidates, seconds: float, rule: str, prompt: int) -> Solution:

@@ -24,7 +24,7 @@ import ppl
 
 from .. import resampling
 from .config import SMCConfig
-from .extend import extend, gather, reference_step, set_slot, step_keys, weigh
+from .extend import extend, gather, next_carries, reference_step, set_slot, step_keys, weigh
 from .filtering import start
 from .future import carry_forgets_past, future_log_density
 from .state import CSMCState, StepInfo
@@ -59,7 +59,7 @@ def conditional_step(key: jax.Array, state: CSMCState, t) -> tuple[CSMCState, St
 
     # decided when the step is traced: does the reference's future after step t depend on the candidate?
     one_step = config.ancestor_sampling == "none" or carry_forgets_past(
-        target.space, target.scan_args.of(gather(state.particles, 0)), ref_t, gather(state.particles.carry, 0))
+        target.space, target.scan_args.of(gather(state.particles, 0)), ref_t, target.carry_of(gather(state.particles, 0)))
 
     def from_each(particles):
         """The reference's step from every particle's carry: (traces, log p(x_{t:T}^ref, y_{t:T} | carry) for
@@ -103,7 +103,7 @@ def conditional_step(key: jax.Array, state: CSMCState, t) -> tuple[CSMCState, St
     # one select puts the reference's step in its slot; the carries follow from the merged return values
     choices, retvals, increments = set_slot((traces.choices, traces.retval, increments), slot,
                                             (ref_trace.choices, ref_trace.retval, ref_increment))
-    carries = jax.vmap(target.space.next_carry)(retvals)
+    carries = next_carries(target, retvals)
     weighed = weigh(log_w, log_total, increments, state.log_marginal, state.failed, slot)
     info = StepInfo(weighed.ess, jnp.asarray(t > 0), weighed.log_marginal, jnp.zeros(()), ancestors, choices)
     return dataclasses.replace(state, particles=particles._replace(carry=carries), reference_slot=slot,

@@ -21,10 +21,11 @@ from jax.scipy.special import logsumexp
 import ppl
 
 from .. import resampling
+from .dependence import passed_through
 from .state import Particles, Target
 
 __all__ = ["Weighed", "extend", "gather", "next_carries", "reference_step", "rejuvenate", "set_slot", "step_keys",
-           "weigh"]
+           "unchanged_carry", "weigh"]
 
 
 def gather(tree: Any, index: jax.Array) -> Any:
@@ -104,9 +105,32 @@ def reference_step(key: jax.Array, target: Target, particle: Particles, ref_t: A
     return trace, log_joint, weighed - log_q
 
 
-def next_carries(target: Target, traces: ppl.Trace) -> Any:
-    """The carries the step's traces hand to the next step, batched."""
-    return jax.vmap(lambda trace: target.space.next_carry(trace.retval))(traces)
+def next_carries(target: Target, retvals: Any) -> dict:
+    """The carries the step's return values (batched) hand to the next step: each particle's own leaves."""
+    return jax.vmap(lambda retval: target.carry.own(target.space.next_carry(retval)))(retvals)
+
+
+def unchanged_carry(target: Target, particle: Particles) -> list[bool]:
+    """For each leaf of the carry, whether a step hands it on unchanged whatever its value: through the extension,
+    the move and, under conditional SMC, the reference's step. A Python bool per leaf, from the dataflow of step 0
+    traced from `particle` (whose carry holds every leaf: `target` shares none yet)."""
+    key, observed = jax.random.key(0), target.observed(0)
+
+    def next_carries_of(carry):
+        particle_ = particle._replace(carry=carry)
+        trace, _ = _extend_one(target, key, particle_, observed, 0)
+        traces = [trace]
+        kernel = target.config.rejuvenation
+        if kernel is not None:
+            traces.append(kernel.step(key, kernel.init(trace), target.space.step, target.step_args(particle_, 0))[0])
+        if target.reference is not None:
+            ref_0 = jax.tree.map(lambda x: x[0], target.reference)
+            traces.append(reference_step(key, target, particle_, ref_0, observed, 0)[0])
+        return [target.space.next_carry(trace.retval) for trace in traces]
+
+    n = len(particle.carry)
+    sources = passed_through(next_carries_of, particle.carry)
+    return [all(sources[k + i] == i for k in range(0, len(sources), n)) for i in range(n)]
 
 
 class Weighed(NamedTuple):

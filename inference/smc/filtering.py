@@ -28,9 +28,9 @@ import ppl
 from .. import inputs, resampling
 from .config import SMCConfig
 from .dependence import dependent_outputs
-from .extend import extend, gather, next_carries, rejuvenate, step_keys, weigh
+from .extend import extend, gather, next_carries, rejuvenate, step_keys, unchanged_carry, weigh
 from .sharding import constrain, replicated
-from .state import Particles, ScanArgs, SMCState, StepInfo, Target
+from .state import Particles, ScanArgs, Shared, SMCState, StepInfo, Target
 
 __all__ = ["init", "n_steps", "start", "step"]
 
@@ -51,9 +51,15 @@ def start(key: jax.Array, model: ppl.GenFn, args: tuple, observations: dict, con
     leaves, treedef = jax.tree.flatten(drawn.scan_args)
     per_particle = dependent_outputs(lambda k: jax.tree.leaves(prefix_of(k).scan_args), key)
     shared = ScanArgs(treedef, {i: x[0] for i, x in enumerate(leaves) if not per_particle[i]})
-    target = Target(space, observations, shared, config, reference)
-    particles = constrain(config, Particles(drawn.choices, {i: x for i, x in enumerate(leaves) if per_particle[i]},
-                                            drawn.scan_args[0]))
+    carry, carry_treedef = jax.tree.flatten(drawn.scan_args[0])  # the scan arguments' first leaves
+    target = Target(space, observations, shared, Shared(carry_treedef, {}), config, reference)
+    particles = Particles(drawn.choices, {i: x for i, x in enumerate(leaves) if per_particle[i]}, dict(enumerate(carry)))
+    if not all(per_particle[:len(carry)]):  # a leaf that starts alike and that no step changes is stored once
+        unchanged = unchanged_carry(target, gather(particles, 0))
+        target = dataclasses.replace(target, carry=Shared(carry_treedef, {
+            i: x[0] for i, x in enumerate(carry) if unchanged[i] and not per_particle[i]}))
+        particles = particles._replace(carry=target.carry.own(drawn.scan_args[0]))
+    particles = constrain(config, particles)
     log_total = logsumexp(drawn.weight)
     log_z = log_total - jnp.log(config.n_particles)
     failed = ~jnp.isfinite(log_z)
@@ -100,6 +106,6 @@ def step(key: jax.Array, state: SMCState, t) -> tuple[SMCState, StepInfo]:
     traces, increments = extend(k_extend, target, particles, t)
     traces, acceptance = rejuvenate(k_move, target, traces, particles, t)
     weighed = weigh(log_w, log_total, increments, state.log_marginal, state.failed)
-    particles = constrain(config, particles._replace(carry=next_carries(target, traces)))
+    particles = constrain(config, particles._replace(carry=next_carries(target, traces.retval)))
     info = StepInfo(weighed.ess, resample_now, weighed.log_marginal, acceptance, ancestors, traces.choices)
     return dataclasses.replace(state, particles=particles, **weighed._asdict()), info

@@ -25,7 +25,7 @@ def _record(target: Target, state: SMCState, info: StepInfo, t, record: Record) 
     if record == "lineage":  # the latent choices only: the observed ones are the same for every particle
         observed = ppl.choicemap.drop_masked(target.observed(t))
         return History(info.ancestors, ppl.choicemap.latents(info.choices, observed), None, None)
-    carries = state.particles.carry if record == "full" else None
+    carries = jax.vmap(target.carry_of)(state.particles) if record == "full" else None
     return History(info.ancestors, info.choices, carries, state.log_weights)
 
 

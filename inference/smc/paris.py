@@ -84,12 +84,12 @@ class PaRISResult(NamedTuple):
 
 def _check_markov(target: Target, particles, choices_t) -> None:
     """Refuse what the backward kernel cannot smooth: a carry that holds the past, or per-particle parameters."""
-    n_carry = len(jax.tree.leaves(particles.carry))
+    n_carry = target.carry.treedef.num_leaves
     if any(i >= n_carry for i in particles.scan_args):
         raise ValueError("PaRIS needs the scan's arguments other than its initial carry to be the same for every "
                          "particle: pass the model's parameters as arguments or observe them")
     if not carry_forgets_past(target.space, target.scan_args.of(gather(particles, 0)), choices_t,
-                              gather(particles.carry, 0)):
+                              target.carry_of(gather(particles, 0))):
         raise ValueError("PaRIS needs a step whose carry is decided by its own choices (a state-space model); this "
                          "model's carry holds the past, so the backward kernel is not the smoothing one")
 
@@ -101,7 +101,8 @@ def paris_init(filter_state: SMCState, increment: Additive) -> PaRISState:
     one = gather(particles, 0)
     choices_0 = jax.eval_shape(lambda: target.space.step.simulate(jax.random.key(0), *target.step_args(one, 0))
                                ).choices
-    shape = jax.eval_shape(lambda c: increment(one.carry, c, one.carry, 0),
+    carry = target.carry_of(one)
+    shape = jax.eval_shape(lambda c: increment(carry, c, carry, 0),
                            jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), choices_0))
     n = target.config.n_particles
     return PaRISState(filter_state, jax.tree.map(lambda s: jnp.zeros((n, *s.shape), s.dtype), shape),
@@ -193,11 +194,11 @@ def paris_step(filter_step: Callable, increment: Additive, backward: Backward) -
         draws, exceeded = backward_draws(k_back, target, previous, info.choices, backward, t)
 
         def statistic(j, choice_i, carry_i):
-            prev_carry = gather(previous.particles.carry, j)
+            prev_carry = target.carry_of(gather(previous.particles, j))
             return jax.tree.map(jnp.add, gather(state.statistics, j), increment(prev_carry, choice_i, carry_i, t))
 
         per_draw = jax.vmap(lambda js, c, x: jax.vmap(lambda j: statistic(j, c, x))(js))(
-            draws, info.choices, new.particles.carry)
+            draws, info.choices, jax.vmap(target.carry_of)(new.particles))
         statistics = jax.tree.map(lambda s: jnp.mean(s, axis=1), per_draw)
         return PaRISState(new, statistics, state.bound_exceeded | exceeded), (info.choices, draws[:, 0])
 

@@ -77,7 +77,7 @@ def _result(key, state, infos, history: History | None, args) -> SMCResult:
     traces = None
     if config.record == "full":
         traces = constrain(config, final_traces(key, target.space, args, state.particles, history))
-    return SMCResult(traces, state.log_weights, state.particles.carry, state.log_marginal, infos,
+    return SMCResult(traces, state.log_weights, jax.vmap(target.carry_of)(state.particles), state.log_marginal, infos,
                      None if config.record == "none" else history, state.failed)
 
 

@@ -11,7 +11,7 @@ import ppl
 
 from .config import SMCConfig
 
-__all__ = ["CSMCState", "History", "Particles", "SMCState", "ScanArgs", "StepInfo", "Target"]
+__all__ = ["CSMCState", "History", "Particles", "SMCState", "ScanArgs", "Shared", "StepInfo", "Target"]
 
 
 class Particles(NamedTuple):
@@ -21,26 +21,38 @@ class Particles(NamedTuple):
     """Choices made before the scan."""
     scan_args: dict
     """{leaf index: value} for the leaves of the scan's arguments that differ between particles."""
-    carry: Any
-    """The carry entering the next step."""
+    carry: dict
+    """{leaf index: value} for the leaves of the carry entering the next step that differ between particles
+    (`Target.carry` holds the others)."""
 
 
-class ScanArgs(NamedTuple):
-    """The arguments the model passed to its scan (init carry, *args), split by particle dependence.
-
-    Leaves that do not depend on the prefix's random choices (data, time flags,
-    a prompt) are the same for every particle: they are stored once, not N
-    times, and are not gathered when the particles are resampled.
-    """
+class Shared(NamedTuple):
+    """A pytree split by particle dependence: the leaves every particle holds alike are stored once, not N times,
+    and are not gathered when the particles are resampled; the others are each particle's own."""
 
     treedef: Any
     shared: dict
     """{leaf index: value} for the leaves common to all particles."""
 
+    def join(self, own: dict) -> Any:
+        """The whole pytree of one particle, from its own leaves ({leaf index: value})."""
+        leaves = {**self.shared, **own}
+        return jax.tree.unflatten(self.treedef, [leaves[i] for i in range(len(leaves))])
+
+    def own(self, tree: Any) -> dict:
+        """{leaf index: value} for the leaves of `tree` (one particle's, or batched) that are not shared."""
+        return {i: x for i, x in enumerate(jax.tree.leaves(tree)) if i not in self.shared}
+
+
+class ScanArgs(Shared):
+    """The arguments the model passed to its scan (init carry, *args), split by particle dependence: leaves that
+    do not depend on the prefix's random choices (data, time flags, a prompt) are the same for every particle."""
+
+    __slots__ = ()
+
     def of(self, particle: Particles) -> tuple:
         """One particle's scan arguments."""
-        leaves = {**self.shared, **particle.scan_args}
-        return jax.tree.unflatten(self.treedef, [leaves[i] for i in range(len(leaves))])
+        return self.join(particle.scan_args)
 
 
 class Target(eqx.Module):
@@ -49,13 +61,20 @@ class Target(eqx.Module):
     space: ppl.StateSpace
     observations: dict
     scan_args: ScanArgs
+    carry: Shared
+    """The carry's split: the leaves that start alike in every particle and that every step hands on unchanged (a
+    language model's prompt cache) are shared."""
     config: SMCConfig
     reference: Any = None
     """Under conditional SMC, the reference's step choices (time first)."""
 
+    def carry_of(self, particle: Particles) -> Any:
+        """One particle's whole carry."""
+        return self.carry.join(particle.carry)
+
     def step_args(self, particle: Particles, t) -> tuple:
         """The arguments of step `t` for one particle."""
-        return self.space.step_args(self.scan_args.of(particle), t, particle.carry)
+        return self.space.step_args(self.scan_args.of(particle), t, self.carry_of(particle))
 
     def observed(self, t) -> Any:
         """The observations of step `t`."""

@@ -57,16 +57,20 @@ class LanguageModel:
     def eos_id(self) -> int:
         return self.tokenizer.eos_id
 
-    def prompt_state(self, prompt: str | list, max_tokens: int = 512) -> LMState:
+    def prompt_state(self, prompt: str | list, max_tokens: int = 512, prompt_slots: int | None = None) -> LMState:
         """The state after reading `prompt` (text or chat messages), with room for `max_tokens` more tokens.
 
         Prefill runs once; give the state to `jax.vmap`ped steps with `in_axes=None` (or broadcast
-        it) to share it across particles.
+        it) to share it across particles. The prompt's cache has `prompt_slots` slots (default: the
+        prompt's length rounded up by `cache_slots`); states of different prompts have equal shapes, and
+        stack, when they share `prompt_slots` and `max_tokens`.
         """
         ids = jnp.asarray([self.tokenizer.prompt_ids(prompt)], jnp.int32)
         self._check_context(ids.shape[1], max_tokens, "new tokens (max_tokens)")
-        slots = cache_slots(ids.shape[1] + max_tokens)
-        return _prefill(self.transformer, ids, slots)
+        prompt_slots = cache_slots(ids.shape[1]) if prompt_slots is None else prompt_slots
+        if prompt_slots < ids.shape[1]:
+            raise ValueError(f"prompt_slots ({prompt_slots}) is less than the prompt's {ids.shape[1]} tokens")
+        return _prefill(self.transformer, ids, prompt_slots, max_tokens)
 
     def step_fn(self, budget: int = 32, delimiter: str | None = "\n", temperature: float = 1.0, top_k: int = 0,
                 top_p: float = 1.0) -> StepFn:
@@ -196,11 +200,11 @@ def _generate(model: Transformer, key, tokens, pad, stops, cfg):
 
 
 @eqx.filter_jit
-def _prefill(model: Transformer, ids, slots: int) -> LMState:
-    hidden, cache = model.hidden_states(ids, jnp.int32(0), jnp.zeros(1, jnp.int32), model.empty_cache(1, slots))
-    tokens = jnp.zeros(slots, jnp.int32).at[: ids.shape[1]].set(ids[0])
-    return LMState(tokens, cache, jnp.int32(ids.shape[1]), model.logits(hidden[0, -1]), hidden[0, -1],
-                   jnp.zeros((), bool))
+def _prefill(model: Transformer, ids, prompt_slots: int, max_tokens: int) -> LMState:
+    hidden, prompt = model.hidden_states(ids, jnp.int32(0), jnp.zeros(1, jnp.int32), model.empty_cache(1, prompt_slots))
+    tokens = jnp.zeros(prompt_slots + max_tokens, jnp.int32).at[: ids.shape[1]].set(ids[0])
+    return LMState(tokens, prompt, jnp.int32(ids.shape[1]), model.empty_cache(1, max_tokens), jnp.int32(ids.shape[1]),
+                   model.logits(hidden[0, -1]), hidden[0, -1], jnp.zeros((), bool))
 
 
 @eqx.filter_jit

@@ -14,12 +14,16 @@ log-probabilities of its tokens under the sampling distribution actually used (t
 top-k, top-p), and `assess` recomputes it by teacher forcing (one forward pass over the step).
 A finished sequence (`state.done`) makes steps of padding only, with log density 0.
 
-`LMState` is a pytree (tokens, cache, length, next-token logits and the hidden state they come from, done flag), so particles are
-a batch of states under `jax.vmap`, and resampling them is a gather on the particle axis.
+`LMState` is a pytree (tokens, the prompt's cache and the continuation's, length, next-token logits and the
+hidden state they come from, done flag), so particles are a batch of states under `jax.vmap`. A step reads the
+prompt's keys and values and never writes them (`state.prompt` comes out as it went in), so particles that
+continue one prompt can share one copy of them: `inference.smc` keeps such a carry leaf once, and resampling
+gathers only the continuations.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import equinox as eqx
@@ -41,8 +45,12 @@ class LMState(eqx.Module):
 
     tokens: jax.Array
     """(slots,) int32: the sequence, prompt first; slots past `length` are padding."""
+    prompt: Cache
+    """Keys and values of the prompt (batch of one), written by prefill and only read after it."""
+    prompt_length: jax.Array
+    """P, the number of the prompt's tokens (the valid slots of `prompt`)."""
     cache: Cache
-    """Keys and values of the tokens (batch of one)."""
+    """Keys and values of the tokens after the prompt (batch of one): slot s holds token P + s."""
     length: jax.Array
     """The number of tokens so far (the next token's slot)."""
     next_logits: jax.Array
@@ -52,6 +60,18 @@ class LMState(eqx.Module):
     summary of the sequence so far, free for a reward model to read."""
     done: jax.Array
     """Whether the sequence has ended (end-of-sequence produced, or the cache is full)."""
+
+    @property
+    def room(self) -> jax.Array:
+        """How many more tokens the continuation's cache holds."""
+        return self.cache.k.shape[2] - (self.length - self.prompt_length)
+
+    def read(self, transformer: Transformer, tokens: jax.Array) -> tuple[jax.Array, Cache]:
+        """The final-layer hidden states (T, d) of `tokens` (T,) placed after the sequence, and the continuation's
+        cache with their keys and values written in (the state itself is unchanged)."""
+        hidden, cache = transformer.hidden_states(tokens[None], self.length - self.prompt_length,
+                                                  jnp.zeros(1, jnp.int32), self.cache, (self.prompt, self.prompt_length))
+        return hidden[0], cache
 
 
 class StepTrace(ChoiceTrace):
@@ -84,7 +104,7 @@ class StepFn(GenFn):
 
     def _live(self, state: LMState) -> jax.Array:
         """Whether a step can run: the sequence has not ended and its cache holds a whole step more."""
-        return ~state.done & (state.length + self.budget <= state.tokens.shape[0])
+        return ~state.done & (self.budget <= state.room)
 
     def _simulate(self, key, args):
         (state,) = args
@@ -94,23 +114,26 @@ class StepFn(GenFn):
             # leaves `length` where it is, so the next real token overwrites that slot (and causality
             # hides it until then).
             state, active, logp = carry
+            state = dataclasses.replace(state, prompt=prompt)
             token, token_logp = sample(k, state.next_logits, self.sampler)
             token = jnp.where(active, token, self.eos)
-            hidden, cache = self.transformer.hidden_states(token[None, None], state.length, jnp.zeros(1, jnp.int32),
-                                                           state.cache)
-            new = LMState(jnp.where(active, state.tokens.at[state.length].set(token), state.tokens), cache,
-                          state.length + active.astype(jnp.int32),
-                          jnp.where(active, self.transformer.logits(hidden[0, 0]), state.next_logits),
-                          jnp.where(active, hidden[0, 0], state.hidden), state.done | (active & (token == self.eos)))
+            hidden, cache = state.read(self.transformer, token[None])
+            new = LMState(jnp.where(active, state.tokens.at[state.length].set(token), state.tokens), None,
+                          state.prompt_length, cache, state.length + active.astype(jnp.int32),
+                          jnp.where(active, self.transformer.logits(hidden[0]), state.next_logits),
+                          jnp.where(active, hidden[0], state.hidden), state.done | (active & (token == self.eos)))
             return (new, active & ~self._ends(token), logp + jnp.where(active, token_logp, 0.0)), token
 
-        (new_state, _, logp), tokens = jax.lax.scan(body, (state, self._live(state), jnp.zeros(())),
-                                                    jax.random.split(streams.as_key(key), self.budget))
-        return StepTrace(tokens, logp, self._finish(new_state), state)
+        # the prompt's cache is read by every token, not carried: the new state holds the very array it was given
+        prompt = state.prompt
+        (new_state, _, logp), tokens = jax.lax.scan(
+            body, (dataclasses.replace(state, prompt=None), self._live(state), jnp.zeros(())),
+            jax.random.split(streams.as_key(key), self.budget))
+        return StepTrace(tokens, logp, self._finish(dataclasses.replace(new_state, prompt=prompt)), state)
 
     def _finish(self, state: LMState) -> LMState:
         """A sequence whose cache cannot hold another whole step has ended."""
-        return eqx.tree_at(lambda s: s.done, state, state.done | (state.length + self.budget > state.tokens.shape[0]))
+        return eqx.tree_at(lambda s: s.done, state, state.done | (self.budget > state.room))
 
     def _assess(self, choices, args):
         trace = self._teacher_forced(self._checked(choices), args[0])
@@ -123,19 +146,20 @@ class StepFn(GenFn):
         before = jnp.concatenate([jnp.zeros(1, bool), jnp.cumsum(ends)[:-1] > 0])
         live = self._live(state) & ~before
         n = jnp.sum(live.astype(jnp.int32))
-        hidden, cache = self.transformer.hidden_states(tokens[None], state.length, jnp.zeros(1, jnp.int32), state.cache)
+        hidden, cache = state.read(self.transformer, tokens)
         logits = self.transformer.logits(hidden)
-        previous = jnp.concatenate([state.next_logits[None], logits[0, :-1]])  # what each token was drawn from
+        previous = jnp.concatenate([state.next_logits[None], logits[:-1]])  # what each token was drawn from
         lp = jnp.take_along_axis(log_probs(previous, self.sampler), tokens[:, None], axis=-1)[:, 0]
         position = state.length + jnp.arange(self.budget)
         runs = self._live(state)  # without room the forward pass wrote over earlier slots: keep the old cache
         new = LMState(
             state.tokens.at[position].set(jnp.where(live, tokens, state.tokens[jnp.minimum(
                 position, state.tokens.shape[0] - 1)]), mode="drop"),
+            state.prompt, state.prompt_length,
             jax.tree.map(lambda a, b: jnp.where(runs, a, b), cache, state.cache),
             state.length + n,
-            jnp.where(n > 0, logits[0, jnp.maximum(n - 1, 0)], state.next_logits),
-            jnp.where(n > 0, hidden[0, jnp.maximum(n - 1, 0)], state.hidden),
+            jnp.where(n > 0, logits[jnp.maximum(n - 1, 0)], state.next_logits),
+            jnp.where(n > 0, hidden[jnp.maximum(n - 1, 0)], state.hidden),
             state.done | jnp.any(live & (tokens == self.eos)),
         )
         return StepTrace(jnp.where(live, tokens, self.eos), jnp.sum(jnp.where(live, lp, 0.0)), self._finish(new), state)
