@@ -2,6 +2,7 @@
 the tokenizer, the KV cache, padding, and the sampler's distribution."""
 
 import json
+import operator
 import pathlib
 
 import jax
@@ -13,6 +14,7 @@ from scipy import stats
 import ppl
 from ppl.lm.model import cache_slots
 from ppl.lm.sampling import Sampler, log_probs, sample
+from ppl.lm.transformer import Q4_1, Int8, _project
 
 REFERENCE = pathlib.Path(__file__).parent / "data" / "smollm2_reference.npz"
 
@@ -76,8 +78,55 @@ def test_int8_weights_keep_the_next_token_distribution(lm):
         assert 0 <= float(jnp.sum(jnp.exp(p) * (p - r))) < 0.01
     assert quantized.generate(jax.random.key(0), ["The capital of France is"], max_tokens=3,
                               temperature=0.0)[0].startswith(" Paris")
-    with pytest.raises(ValueError, match="quantize must be None or 'int8'"):
+    with pytest.raises(ValueError, match="quantize must be one of"):
         lm.transformer.quantize("int4")
+
+
+@pytest.fixture(scope="module")
+def q4_1():
+    return ppl.lm.load(quantize="q4_1")
+
+
+def test_q4_1_keeps_the_gguf_blocks_and_the_next_token_distribution(lm, q4_1):
+    """quantize="q4_1": the GGUF's Q4_1 blocks kept as stored (dequantised, exactly the float32 model's weights,
+    which `gguf` dequantised; quantising those floats again gives the same blocks), so the model differs from
+    float32 only by its int8 embedding: next-token distributions within the int8 test's bound at every
+    position of the reference prompts."""
+    for name in ("q", "k", "v", "o", "gate", "up", "down"):
+        w = q4_1.transformer.layers[name]
+        assert isinstance(w, Q4_1) and w.nibbles.dtype == jnp.uint8 and w.scale.dtype == jnp.float16
+        np.testing.assert_array_equal(np.asarray(w.dequantize()), np.asarray(lm.transformer.layers[name]))
+    again = Q4_1.quantize(lm.transformer.layers["up"])
+    for field in ("nibbles", "scale", "minimum"):
+        np.testing.assert_array_equal(np.asarray(getattr(again, field)), np.asarray(getattr(q4_1.transformer.layers["up"], field)))
+    ref = np.load(REFERENCE)
+    for i in range(3):
+        p, r = (jax.nn.log_softmax(forward(m, ref[f"ids_{i}"]), axis=-1) for m in (lm, q4_1))
+        assert np.all(np.sum(np.exp(p) * (p - r), axis=-1) < 0.01)
+    assert q4_1.generate(jax.random.key(0), ["The capital of France is"], max_tokens=3,
+                         temperature=0.0)[0].startswith(" Paris")
+
+
+@pytest.mark.parametrize("kind", [Int8, Q4_1])
+def test_a_quantised_matrix_product_equals_the_dequantised_float_one(kind):
+    """The fused product (the weights dequantised inside it) against float64 products with the dequantised
+    matrix; a float block's rounding error is at most half a quantisation step."""
+    w = jax.random.normal(jax.random.key(0), (3, 96, 64)) * jnp.linspace(0.01, 2.0, 64)
+    q = kind.quantize(w)
+    dense = np.asarray(q.dequantize() if kind is Q4_1 else q.values * q.scale[..., None], np.float64)
+    step = np.repeat(np.asarray(q.scale, np.float64), 32, axis=-1) if kind is Q4_1 else np.asarray(q.scale)[..., None]
+    assert np.all(np.abs(dense - np.asarray(w)) <= step / 2 * (1 + 1e-3) + 1e-6)
+    x = jax.random.normal(jax.random.key(1), (5, 64))
+    for layer in range(3):
+        one = jax.tree.map(operator.itemgetter(layer), q)
+        y = np.einsum("bi,oi->bo", np.asarray(x, np.float64), dense[layer])
+        np.testing.assert_allclose(np.asarray(jax.jit(_project)(x, one)), y, rtol=1e-5, atol=1e-5 * np.abs(y).max())
+    np.testing.assert_array_equal(np.asarray(q.rows(jnp.array([[2, 0]]))), np.asarray(dense[[[2, 0]]], np.float32))
+
+
+def test_bad_quantize_is_named():
+    with pytest.raises(ValueError, match=r"quantize must be one of \(None, 'int8', 'q4_1'\), got 'q4'"):
+        ppl.lm.load(quantize="q4")
 
 
 def test_tokenizer_round_trips_unicode_and_special_tokens(lm):

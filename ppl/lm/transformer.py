@@ -19,9 +19,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .weights import Config
+from .weights import Blocks, Config
 
-__all__ = ["Cache", "Int8", "Transformer"]
+__all__ = ["Q4_1", "QUANTIZATIONS", "Cache", "Int8", "Transformer"]
+
+QUANTIZATIONS = (None, "int8", "q4_1")
 
 _LAYER_NAMES = ("attn_norm", "q", "k", "v", "o", "mlp_norm", "gate", "up", "down")
 _MATRICES = ("q", "k", "v", "o", "gate", "up", "down")
@@ -54,33 +56,75 @@ class Int8(eqx.Module):
         return self.values[index].astype(jnp.float32) * self.scale[index][..., None]
 
 
+class Q4_1(eqx.Module):
+    """A weight matrix (..., out, in) in GGML's Q4_1 format, kept 4-bit in memory: each block of 32 consecutive
+    weights of a row is w = scale * q + minimum with q in 0..15, two q per byte (weights i and i + 16 of a block
+    share byte i, low nibble first), scale and minimum float16: 0.625 bytes a weight, as the GGUF stores it.
+    Dequantised inside the matrix product. Quantising a float block rounds each weight to the nearest of its
+    16 levels: an error of at most half a scale step, (max - min) / 30 (and float16's rounding of both)."""
+
+    nibbles: jax.Array  # uint8 (..., out, in / 32, 16)
+    scale: jax.Array  # float16 (..., out, in / 32)
+    minimum: jax.Array  # float16 (..., out, in / 32)
+
+    @classmethod
+    def from_blocks(cls, blocks: np.ndarray) -> Q4_1:
+        """From GGML's Q4_1 blocks as a GGUF stores them: uint8 (..., out, in / 32 * 20), each block 2 bytes of
+        float16 scale, 2 of float16 minimum, then 16 bytes of nibbles."""
+        b = np.ascontiguousarray(blocks).reshape(*blocks.shape[:-1], -1, 20)
+        scale, minimum = (np.ascontiguousarray(b[..., i:i + 2]).view(np.float16)[..., 0] for i in (0, 2))
+        return cls(jnp.asarray(b[..., 4:]), jnp.asarray(scale), jnp.asarray(minimum))
+
+    @classmethod
+    def quantize(cls, w: jax.Array) -> Q4_1:
+        blocks = w.reshape(*w.shape[:-1], -1, 32)
+        lo, hi = jnp.min(blocks, axis=-1), jnp.max(blocks, axis=-1)
+        scale, minimum = ((hi - lo) / 15).astype(jnp.float16), lo.astype(jnp.float16)
+        # levels from the stored (float16) scale and minimum, so the rounding is to what is dequantised
+        step = jnp.where(scale > 0, scale, 1).astype(jnp.float32)[..., None]
+        q = jnp.clip(jnp.round((blocks - minimum.astype(jnp.float32)[..., None]) / step), 0, 15).astype(jnp.uint8)
+        return cls(q[..., :16] | (q[..., 16:] << 4), scale, minimum)
+
+    def dequantize(self) -> jax.Array:
+        """The float32 matrix (..., out, in)."""
+        q = jnp.concatenate([self.nibbles & 15, self.nibbles >> 4], axis=-1).astype(jnp.float32)
+        w = q * self.scale.astype(jnp.float32)[..., None] + self.minimum.astype(jnp.float32)[..., None]
+        return w.reshape(*w.shape[:-2], -1)
+
+    def rows(self, index: jax.Array) -> jax.Array:
+        """Rows `index` dequantised (an embedding lookup)."""
+        return Q4_1(self.nibbles[index], self.scale[index], self.minimum[index]).dequantize()
+
+
 class Transformer(eqx.Module):
     """The decoder: token ids in, next-token logits out."""
 
     config: Config = eqx.field(static=True)
-    embed: jax.Array | Int8
+    embed: jax.Array | Int8 | Q4_1
     norm: jax.Array
-    output: jax.Array | Int8 | None
+    output: jax.Array | Int8 | Q4_1 | None
     layers: dict
 
     @classmethod
-    def from_weights(cls, config: Config, weights: dict[str, np.ndarray]) -> Transformer:
+    def from_weights(cls, config: Config, weights: dict[str, np.ndarray | Blocks]) -> Transformer:
         names = _LAYER_NAMES + (_BIASES if config.attention_bias else ())
-        layers = {n: jnp.asarray(np.stack([weights[f"layers.{i}.{n}"] for i in range(config.layers)]))
-                  for n in names}
-        output = None if config.tied_output else jnp.asarray(weights["output"])
-        return cls(config, jnp.asarray(weights["embed"]), jnp.asarray(weights["norm"]), output, layers)
+        layers = {n: _matrix([weights[f"layers.{i}.{n}"] for i in range(config.layers)]) for n in names}
+        output = None if config.tied_output else _matrix(weights["output"])
+        return cls(config, _matrix(weights["embed"]), jnp.asarray(weights["norm"]), output, layers)
 
     def quantize(self, kind: str | None) -> Transformer:
-        """This transformer with its matrices (attention, MLP, embedding and output head) stored as `kind`:
-        "int8" (per-row scales) or None (unchanged); norms stay float32."""
+        """This transformer with its matrices stored as `kind`: "int8" (per-row scales), "q4_1" (GGML's 4-bit
+        blocks; matrices already Q4_1, as read from a GGUF, are kept) or None (unchanged). The embedding, which
+        is also the output head when tied, is int8 in both (GGUF files keep it at 8 bits too: 4-bit rounding of
+        the head moves every logit); norms and biases stay float32."""
+        if kind not in QUANTIZATIONS:
+            raise ValueError(f"quantize must be one of {QUANTIZATIONS}, got {kind!r}")
         if kind is None:
             return self
-        if kind != "int8":
-            raise ValueError(f"quantize must be None or 'int8', got {kind!r}")
-        layers = {n: Int8.quantize(w) if n in _MATRICES else w for n, w in self.layers.items()}
-        output = None if self.output is None else Int8.quantize(self.output)
-        return Transformer(self.config, Int8.quantize(self.embed), self.norm, output, layers)
+        matrix = Int8 if kind == "int8" else Q4_1
+        layers = {n: _quantized(w, matrix) if n in _MATRICES else w for n, w in self.layers.items()}
+        output = None if self.output is None else _quantized(self.output, Int8)
+        return Transformer(self.config, _quantized(self.embed, Int8), self.norm, output, layers)
 
     def empty_cache(self, batch: int, slots: int) -> Cache:
         c = self.config
@@ -138,15 +182,35 @@ class Transformer(eqx.Module):
             x = x + _project(jax.nn.silu(_project(h, w["gate"])) * _project(h, w["up"]), w["down"])
             return (x, k_all, v_all, i + 1), None
 
-        x = self.embed.rows(tokens) if isinstance(self.embed, Int8) else self.embed[tokens]
+        x = self.embed[tokens] if isinstance(self.embed, jax.Array) else self.embed.rows(tokens)
         (x, k, v, _), _ = jax.lax.scan(layer, (x, cache.k, cache.v, jnp.int32(0)),
                                        (self.layers, None if prefix is None else prefix[0]))
         return _rms_norm(x, self.norm, c.norm_eps), Cache(k, v)
 
 
+def _matrix(arrays):
+    """A weight as read (a list: one per layer, stacked): float32, or Q4_1 where the GGUF's blocks were kept."""
+    stack = isinstance(arrays, list)
+    parts = arrays if stack else [arrays]
+    if not isinstance(parts[0], Blocks):
+        return jnp.asarray(np.stack(parts) if stack else arrays)
+    if parts[0].kind != "Q4_1":
+        raise ValueError(f"GGUF blocks of type {parts[0].kind} cannot be kept quantised (Q4_1 can)")
+    return Q4_1.from_blocks(np.stack([p.data for p in parts]) if stack else arrays.data)
+
+
+def _quantized(w, kind):
+    """`w` as `kind` (Int8 or Q4_1), unless it is already."""
+    if isinstance(w, kind):
+        return w
+    return kind.quantize(w if isinstance(w, jax.Array) else w.dequantize())
+
+
 def _project(x, weight, bias=None):
     if isinstance(weight, Int8):
         y = (x @ weight.values.T.astype(x.dtype)) * weight.scale  # the scale is per output: apply it after
+    elif isinstance(weight, Q4_1):
+        y = x @ weight.dequantize().T
     else:
         y = x @ weight.T  # weights are laid out (out, in)
     return y if bias is None else y + bias

