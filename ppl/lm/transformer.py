@@ -8,6 +8,9 @@ rotary position at slot s is s - pad[b], and a query at slot q attends to the sl
 pad[b] <= s <= q (a padding slot to itself only). A forward pass may also read a prefix: a
 cache of one sequence (a prompt) that every row continues and that is read, never written,
 so many continuations of one prompt keep one copy of its keys and values.
+
+Weight matrices are float32 or kept quantised in memory (`Int8`: per-row scales; `Q4_1`: GGML's 4-bit blocks),
+dequantised inside the matrix products that read them.
 """
 
 from __future__ import annotations
@@ -210,7 +213,7 @@ def _project(x, weight, bias=None):
     if isinstance(weight, Int8):
         y = (x @ weight.values.T.astype(x.dtype)) * weight.scale  # the scale is per output: apply it after
     elif isinstance(weight, Q4_1):
-        y = x @ weight.dequantize().T
+        y = x @ weight.dequantize().T  # XLA fuses the unpacking into the product's loop: no float32 copy
     else:
         y = x @ weight.T  # weights are laid out (out, in)
     return y if bias is None else y + bias
