@@ -18,18 +18,25 @@ and a finished one stops generating), while the work decoded does not: both deco
 a finished sequence's included. So two ratios are printed: of tokens per second (the goal: >= 0.9), and of
 seconds per decoded position (IS / PF seconds, what resampling itself costs).
 
+With `--copied-prompt`, both methods are also timed (in the same turns) from states laid out as before the
+particles shared the prompt (`copied_prompt`: the prompt's keys and values at the head of each particle's own
+cache, so every particle holds a copy and resampling gathers it), and the seconds of the shared layout over
+the copied one are printed for each method.
+
     python benchmarks/bench_scaling_pf.py [--particles 4,16,64] [--problems 2] [--steps 3] [--step-tokens 16]
-        [--repeats 3]
+        [--repeats 3] [--copied-prompt]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import time
 
 import jax
+import jax.numpy as jnp
 
 from inference.scaling import methods
 from inference.scaling.data import load_problems
@@ -43,6 +50,13 @@ def timed(fn, *args) -> tuple[float, int]:
     return time.perf_counter() - start, tokens
 
 
+def copied_prompt(state, transformer):
+    """`state` with the prompt's keys and values moved to the head of the continuation's cache (which each
+    particle holds) and an empty prompt in their place: what every particle carried before they shared it."""
+    cache = jax.tree.map(lambda a, b: jnp.concatenate([a, b], axis=2), state.prompt, state.cache)
+    return dataclasses.replace(state, prompt=transformer.empty_cache(1, 1), prompt_length=jnp.int32(0), cache=cache)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--particles", default="4,16,64", help="N, comma-separated")
@@ -51,6 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=3, help="T")
     parser.add_argument("--step-tokens", type=int, default=16, help="L")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--copied-prompt", action="store_true", help="also time the layout before the prompt was shared")
     opts = parser.parse_args(argv)
     sizes = [int(n) for n in opts.particles.split(",")]
 
@@ -67,20 +82,24 @@ def main(argv: list[str] | None = None) -> None:
           f"{'s/position IS/PF':>17}")
     calls = [(jax.random.fold_in(jax.random.key(0), opts.offset + p), jax.tree.map(lambda x, p=p: x[p], states),
               reasoner.step, reasoner.potential) for p in range(len(problems))]
+    copied = [(key, copied_prompt(state0, reasoner.lm.transformer), *rest) for key, state0, *rest in calls]
     for n in sizes:
         def run(method, n=n):  # the weights are arguments, not constants the compiler would fold
             return jax.jit(lambda key, state0, step, potential: method(key, step, potential, state0, n, opts.steps,
                                                                       **tilt).tokens_generated)
 
-        variants = {"pf": run(methods.particle_filter), "is": run(methods.importance_sampling)}
-        for fn in variants.values():
-            for call in calls:
+        variants = {"pf": (run(methods.particle_filter), calls), "is": (run(methods.importance_sampling), calls)}
+        if opts.copied_prompt:
+            variants.update({f"{name} copied": (fn, copied) for name, (fn, _) in variants.items()})
+        for fn, inputs in variants.values():
+            for call in inputs:
                 timed(fn, *call)
         seconds: dict = {name: [] for name in variants}
         tokens: dict = {}
         for r in range(opts.repeats):
             for name in (variants if r % 2 == 0 else reversed(list(variants))):
-                runs = [timed(variants[name], *call) for call in calls]
+                fn, inputs = variants[name]
+                runs = [timed(fn, *call) for call in inputs]
                 seconds[name].append(sum(s for s, _ in runs))
                 tokens[name] = sum(t for _, t in runs)
         med = {name: statistics.median(ts) for name, ts in seconds.items()}
@@ -88,6 +107,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{n:>4} {tokens['pf']:>10} {rate['pf']:>9.1f} {tokens['is']:>10} {rate['is']:>9.1f} "
               f"{rate['pf'] / rate['is']:>12.3f} {med['is'] / med['pf']:>17.3f}   "
               f"(s: pf {[f'{t:.2f}' for t in seconds['pf']]}, is {[f'{t:.2f}' for t in seconds['is']]})", flush=True)
+        if opts.copied_prompt:
+            print(f"     copied prompt: tok/s PF/IS {rate['pf copied'] / rate['is copied']:.3f}; seconds shared / "
+                  f"copied: PF {med['pf'] / med['pf copied']:.3f}, IS {med['is'] / med['is copied']:.3f}   (s: pf "
+                  f"{[f'{t:.2f}' for t in seconds['pf copied']]}, is {[f'{t:.2f}' for t in seconds['is copied']]})",
+                  flush=True)
 
 
 if __name__ == "__main__":
