@@ -13,7 +13,7 @@ import ppl
 
 from .. import inputs
 from .._jit import jit
-from ..draws import Posterior
+from ..draws import Posterior, with_posterior
 from ..mcmc import kernels
 from ..mcmc.kernels import Kernel
 from ..progress import progress, tracing
@@ -150,7 +150,7 @@ def run(
     else:
         with progress(True, None, "smc", unit="step"):
             result = jax.block_until_ready(_run_program(key, model, args, observations, config))
-    return dataclasses.replace(result, posterior=Posterior(model, args, observations))
+    return with_posterior(result, Posterior(model, args, observations))
 
 
 def csmc(

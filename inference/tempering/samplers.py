@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import NamedTuple
 
 import equinox as eqx
@@ -13,7 +12,7 @@ from jax.scipy.special import logsumexp
 import ppl
 
 from .. import inputs, resampling
-from ..draws import Posterior
+from ..draws import Posterior, with_posterior
 from ..mcmc.kernels import Kernel
 from ..progress import advance, progress, progress_callback, shown
 from .moves import AdaptiveHMC, KernelMoves, MoveReport
@@ -193,7 +192,7 @@ def temper(
     with progress(bool(show), 1.0, "temper β"):
         result = _temper(key, model, args, observations, settings, move, show)
     warn_on_poor_moves(result)
-    return dataclasses.replace(result, posterior=Posterior(model, args, observations))
+    return with_posterior(result, Posterior(model, args, observations))
 
 
 @eqx.filter_jit
@@ -264,4 +263,4 @@ def anneal(
         result = _anneal(key, model, args_sequence, observations, settings, move, show)
     warn_on_poor_moves(result)
     final = jax.tree.map(lambda x: x[-1], args_sequence)  # the last target's arguments
-    return dataclasses.replace(result, posterior=Posterior(model, final, observations))
+    return with_posterior(result, Posterior(model, final, observations))
