@@ -65,7 +65,7 @@ class CSMCMove(eqx.Module):
         state, _, history = iterate(conditional_step, k_steps, state, self.config.record)
         if self.backward_sampling:
             scan_args = space.generate_prefix(k_gen, prefix, args).scan_args
-            steps = ppl.choicemap.latents(backward_trajectory(k_pick, space, scan_args, history), observed)
+            steps = backward_trajectory(k_pick, space, scan_args, history, observed)
         else:  # the lineage record holds the latent choices only
             steps = lineage(history, resampling.categorical(k_pick, state.log_weights, 1)[0])
         # only an impossible reference fails: its path is kept (selecting the path, not the trace's every leaf)

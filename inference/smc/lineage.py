@@ -38,32 +38,41 @@ def lineages(history: History) -> Any:
     return jax.vmap(lambda b: lineage(history, b))(jnp.arange(history.ancestors.shape[1]))
 
 
-def final_traces(key: jax.Array, space: ppl.StateSpace, args: tuple, particles: Particles, history: History):
-    """The final particles as the model's traces, batched: each one's prefix and lineage, regenerated."""
+def final_traces(key: jax.Array, space: ppl.StateSpace, args: tuple, particles: Particles, history: History,
+                 observations: dict):
+    """The final particles as the model's traces, batched: each one's prefix and lineage (its latent choices), with
+    the observations, regenerated."""
     full = jax.vmap(space.full_choices)(particles.prefix, lineages(history))
     n = history.ancestors.shape[1]
-    traces, _ = jax.vmap(lambda k, c: space.model.generate(k, c, *args))(jax.random.split(key, n), full)
-    return traces
+
+    def trace(k, choices):
+        return space.model.generate(k, ppl.choicemap.merge(choices, ppl.choicemap.drop_masked(observations)), *args)[0]
+
+    return jax.vmap(trace)(jax.random.split(key, n), full)
 
 
-def backward_trajectory(key: jax.Array, space: ppl.StateSpace, scan_args: tuple, history: History) -> Any:
-    """One trajectory of step choices (T, ...) by backward simulation through `history`, whose prefix (and so
-    `scan_args`) all particles share. Particle i at step t is weighed by w_t^i p(x_{t+1:T}, y_{t+1:T} | carry_t^i):
-    one step's density when the carry forgets the past, the whole drawn future otherwise (`future`)."""
+def backward_trajectory(key: jax.Array, space: ppl.StateSpace, scan_args: tuple, history: History,
+                        observed: Any) -> Any:
+    """One trajectory of latent step choices (T, ...) by backward simulation through `history`, whose prefix (and
+    so `scan_args`) all particles share; `observed` is the scan's block of observations (time first, without
+    `Masked` leaves). Particle i at step t is weighed by w_t^i p(x_{t+1:T}, y_{t+1:T} | carry_t^i): one step's
+    density when the carry forgets the past, the whole drawn future otherwise (`future`)."""
     T = history.log_weights.shape[0]
     keys = jax.random.split(key, T)
     last = resampling.categorical(keys[-1], history.log_weights[-1], 1)[0]
     # the trajectory drawn so far, filled from the end (its entries before t + 1 are not read at step t)
     drawn = jax.tree.map(lambda x: x[:, last], history.choices)
-    one_step = carry_forgets_past(space, scan_args, gather(drawn, 0), gather(gather(history.carries, 0), 0))
+    first = ppl.choicemap.merge(gather(drawn, 0), gather(observed, 0))
+    one_step = carry_forgets_past(space, scan_args, first, gather(gather(history.carries, 0), 0))
 
     def back(drawn, inputs):
         t, k = inputs  # choose x_t given x_{t+1:T}
+        future = ppl.choicemap.merge(drawn, observed)
         if one_step:
-            x_next = gather(drawn, t + 1)
+            x_next = gather(future, t + 1)
             score = lambda c: space.step.assess(x_next, *space.step_args(scan_args, t + 1, c))[0]
         else:
-            score = lambda c: future_log_density(k, space, scan_args, drawn, c, t + 1)
+            score = lambda c: future_log_density(k, space, scan_args, future, c, t + 1)
         logits = history.log_weights[t] + jax.vmap(score)(gather(history.carries, t))
         x_t = gather(gather(history.choices, t), resampling.categorical(k, logits, 1)[0])
         return jax.tree.map(lambda a, x: a.at[t].set(x), drawn, x_t), None
@@ -82,13 +91,17 @@ def backward_sample(key: jax.Array, model: ppl.GenFn, args: tuple, result, n_sam
     """
     if result.history is None or result.history.carries is None:
         raise ValueError("backward_sample needs the per-step history with carries: run smc with return_traces=True")
-    return _backward_program(key, model, tuple(args), result.history, result.traces, n_samples)
+    return _backward_program(key, model, tuple(args), result.history, result.traces, result.posterior.observations,
+                             n_samples)
 
 
 @jit
-def _backward_program(key, model, args, history: History, traces, n_samples):
+def _backward_program(key, model, args, history: History, traces, observations, n_samples):
     space = ppl.state_space(model, args)
     first = jax.tree.map(lambda x: x[0], traces)  # the scan's arguments, shared by all particles, from particle 0's
     scan_args = space.generate_prefix(jax.random.key(0), ppl.choicemap.outside(first.choices, space.path),
                                       args).scan_args
-    return jax.vmap(lambda k: backward_trajectory(k, space, scan_args, history))(jax.random.split(key, n_samples))
+    observed = ppl.choicemap.drop_masked(ppl.choicemap.subconstraint(observations, space.path))
+    latent = jax.vmap(lambda k: backward_trajectory(k, space, scan_args, history, observed))(
+        jax.random.split(key, n_samples))
+    return ppl.choicemap.merge(latent, jax.tree.map(lambda y: jnp.broadcast_to(y, (n_samples, *y.shape)), observed))

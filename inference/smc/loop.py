@@ -22,11 +22,10 @@ def _record(target: Target, state: SMCState, info: StepInfo, t, record: Record) 
     """What the run keeps of step `t`."""
     if record == "none":
         return None
-    if record == "lineage":  # the latent choices only: the observed ones are the same for every particle
-        observed = ppl.choicemap.drop_masked(target.observed(t))
-        return History(info.ancestors, ppl.choicemap.latents(info.choices, observed), None, None)
+    # the latent choices only: the observed ones are the same for every particle, and in the observations
+    choices = ppl.choicemap.latents(info.choices, ppl.choicemap.drop_masked(target.observed(t)))
     carries = jax.vmap(target.carry_of)(state.particles) if record == "full" else None
-    return History(info.ancestors, info.choices, carries, state.log_weights)
+    return History(info.ancestors, choices, carries, None if record == "lineage" else state.log_weights)
 
 
 def _without_target(state: SMCState) -> SMCState:

@@ -76,7 +76,7 @@ def _result(key, state, infos, history: History | None, args) -> SMCResult:
     config = target.config
     traces = None
     if config.record == "full":
-        traces = constrain(config, final_traces(key, target.space, args, state.particles, history))
+        traces = constrain(config, final_traces(key, target.space, args, state.particles, history, target.observations))
     return SMCResult(traces, state.log_weights, jax.vmap(target.carry_of)(state.particles), state.log_marginal, infos,
                      None if config.record == "none" else history, state.failed)
 
@@ -174,5 +174,6 @@ def csmc(
     """
     config = SMCConfig.of(n_particles, 1.0, ancestor_sampling=ancestor_sampling_mode(ancestor_sampling),
                           proposal=proposal)
-    return _csmc_program(key, model, inputs.model_args(args), inputs.observations(observations),
-                         ppl.choicemap.normalize(reference), config)
+    args, observations = inputs.model_args(args), inputs.observations(observations)
+    result = _csmc_program(key, model, args, observations, ppl.choicemap.normalize(reference), config)
+    return with_posterior(result, Posterior(model, args, observations))

@@ -127,6 +127,7 @@ class History(NamedTuple):
 
     ancestors: jax.Array
     choices: Any
+    """The latent choices of each step (the observed ones are the observations', not repeated N times)."""
     carries: Any
     """The carries after each step (None unless every step's carry was kept)."""
     log_weights: jax.Array | None
