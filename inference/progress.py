@@ -1,4 +1,5 @@
-"""Progress bars advanced from inside a compiled program (`jax.debug.callback`), for every driver.
+"""Progress bars advanced from inside a compiled program (`jax.debug.callback`), for the drivers that run as one
+program (`mcmc.nuts` moves its bar between compiled calls instead: see `inference.mcmc.nuts.CHUNKS`).
 
 A compiled program is cached and reused, so its callbacks cannot hold the bar of one run: they
 advance whichever bar `progress` has put in `BAR` for the call in progress, and do nothing when

@@ -33,7 +33,7 @@ from ppl.choicemap import flatten, latents
 
 from .. import inputs
 from ..draws import Posterior
-from ..progress import progress, progress_callback, shown
+from ..progress import tqdm, tracing
 from . import checks
 from .checks import Start
 from .convergence import warn_if_not_converged
@@ -60,31 +60,61 @@ def _start(model, args, observations, traces) -> Start:
     return Start(u0, log_density, gradient)
 
 
-@eqx.filter_jit
-def _program(key, model, args, observations, u0, cfg, show):
-    num_warmup, num_samples, target_accept_prob, max_tree_depth, dense_mass = cfg
-    total = num_warmup + num_samples
+CHUNKS = 20
+"""The iterations run as this many compiled calls, the progress bar moving between them: a program with a host
+callback compiled in ran at half speed on some calls (docs/performance.md)."""
+
+
+def _hmc(model, args, observations, u0, cfg):
+    """numpyro's NUTS `(init_kernel, sample_kernel)` on the potential of the flattened unconstrained latents, one
+    chain's `unravel`, and the chains' flat initial positions."""
     _, unravel = ravel_pytree(jax.tree.map(lambda x: x[0], u0))
     z0 = jax.vmap(lambda u: ravel_pytree(u)[0])(u0)
     log_density = _log_density(model, args, observations)
     init_kernel, sample_kernel = hmc(potential_fn=lambda z: -log_density(unravel(z)), algo="NUTS")
+    num_warmup, _, target_accept_prob, max_tree_depth, dense_mass = cfg
 
     def init_one(z, k):
         return init_kernel(z, num_warmup, target_accept_prob=target_accept_prob, max_tree_depth=max_tree_depth,
                            dense_mass=dense_mass, rng_key=k)
 
-    states = jax.vmap(init_one)(z0, jax.random.split(key, z0.shape[0]))
-    tick = progress_callback(total, show)
+    return init_one, sample_kernel, unravel, z0
 
-    def body(states, i):
+
+@eqx.filter_jit
+def _init(key, model, args, observations, u0, cfg):
+    init_one, _, _, z0 = _hmc(model, args, observations, u0, cfg)
+    return jax.vmap(init_one)(z0, jax.random.split(key, z0.shape[0]))
+
+
+def _draw(states) -> tuple:
+    stats = {"accept_prob": states.accept_prob, "diverging": states.diverging, "num_steps": states.num_steps,
+             "energy": states.energy, "potential_energy": states.potential_energy}
+    return states.z, stats
+
+
+@eqx.filter_jit
+def _iterate(states, n, model, args, observations, u0, cfg, size: int):
+    """`n` (traced, at most `size`) NUTS iterations of every chain: the states, and each iteration's draw in the
+    first `n` rows of (size, chain, ...) buffers."""
+    init_one, sample_kernel, _, z0 = _hmc(model, args, observations, u0, cfg)
+    # numpyro's sample_kernel reads settings its init_kernel stores: set them, computing nothing
+    jax.eval_shape(jax.vmap(init_one), z0, jax.random.split(jax.random.key(0), z0.shape[0]))
+
+    def body(i, carry):
+        states, record = carry
         states = jax.vmap(sample_kernel)(states)
-        tick(i)
-        stats = {"accept_prob": states.accept_prob, "diverging": states.diverging, "num_steps": states.num_steps,
-                 "energy": states.energy, "potential_energy": states.potential_energy}
-        return states, (states.z, stats)
+        return states, jax.tree.map(lambda buffer, x: buffer.at[i].set(x), record, _draw(states))
 
-    states, (zs, stats) = jax.lax.scan(body, states, jnp.arange(total))
-    zs, stats = jax.tree.map(lambda x: jnp.swapaxes(x[num_warmup:], 0, 1), (zs, stats))
+    record = jax.tree.map(lambda x: jnp.zeros((size, *x.shape), x.dtype), _draw(states))
+    return jax.lax.fori_loop(0, n, body, (states, record))
+
+
+@eqx.filter_jit
+def _finish(model, args, observations, u0, cfg, states, zs, stats):
+    """The draws after warm-up, constrained, as an `MCMCResult`."""
+    _, _, unravel, _ = _hmc(model, args, observations, u0, cfg)
+    zs, stats = jax.tree.map(lambda x: jnp.swapaxes(x[cfg[0]:], 0, 1), (zs, stats))
 
     def constrained(z):
         return latents(unconstrained.constrain(model, args, unravel(z), observations), observations)
@@ -93,6 +123,27 @@ def _program(key, model, args, observations, u0, cfg, show):
     adapt = states.adapt_state
     return MCMCResult(samples, stats, Posterior(model, args, observations), adapt.step_size,
                       adapt.inverse_mass_matrix)
+
+
+def _program(key, model, args, observations, u0, cfg, progress_bar: bool) -> MCMCResult:
+    """Warm-up and sampling of every chain in `CHUNKS` compiled calls of one program, with a tqdm bar between
+    them when `progress_bar`; the draws are the same either way."""
+    total = cfg[0] + cfg[1]
+    size = -(-total // CHUNKS)
+    states = _init(key, model, args, observations, u0, cfg)
+    bar = tqdm(total=total, desc="nuts") if progress_bar else None
+    records = []
+    for begin in range(0, total, size):
+        n = min(size, total - begin)
+        states, record = _iterate(states, jnp.int32(n), model, args, observations, u0, cfg, size)
+        records.append(jax.tree.map(lambda x, n=n: x[:n], record))
+        if bar is not None:
+            jax.block_until_ready(states)  # the bar shows iterations done, not queued
+            bar.update(n)
+    if bar is not None:
+        bar.close()
+    zs, stats = jax.tree.map(lambda *xs: jnp.concatenate(xs), *records)
+    return _finish(model, args, observations, u0, cfg, states, zs, stats)
 
 
 def nuts(
@@ -126,7 +177,7 @@ def nuts(
         dense_mass: adapt a dense mass matrix instead of a diagonal one.
         init: "uniform" (Stan's and numpyro's default: uniform in (-2, 2) on the
             unconstrained space), "prior", or a choice map of initial values.
-        progress_bar: a tqdm bar, advanced from inside the compiled program.
+        progress_bar: a tqdm bar, moved between the compiled calls that run the iterations (`CHUNKS`).
         check_convergence: warn (`mcmc.ConvergenceWarning`) when, as Stan checks, some parameter's
             R-hat exceeds 1.01, its bulk ESS is under 100 per chain, a chain never moved, or a
             transition diverged (see `mcmc.convergence`).
@@ -152,10 +203,8 @@ def nuts(
     start = _start(model, args, observations, traces)
     checks.check_start("mcmc.nuts", traces, observations, init, start)
     cfg = (num_warmup, num_samples, float(target_accept_prob), max_tree_depth, dense_mass)
-    show = shown(progress_bar, key, args, observations)
-    with progress(bool(show), num_warmup + num_samples, "nuts"):
-        result = _program(k_run, model, args, observations, start.position, cfg, show)
-        jax.block_until_ready(result.samples)
+    show = bool(progress_bar) and not tracing(key, args, observations)
+    result = jax.block_until_ready(_program(k_run, model, args, observations, start.position, cfg, show))
     checks.check_step_size(result.step_size)
     if check_convergence:
         warn_if_not_converged(result)
