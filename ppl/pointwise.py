@@ -12,20 +12,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
-
 from . import choicemap
 from .core import GenFn
 from .distribution import leaf_mode
+from .streams import unused_key
 
 __all__ = ["log_densities"]
-
-_KEY = jax.random.key(0)  # never used to draw: every address is given
 
 
 def log_densities(model: GenFn, args: tuple, choices: dict) -> Any:
     """The log density of every choice of a full choice map, per batch element, shaped like `choices`
     (less each distribution's event dimensions)."""
     with leaf_mode("pointwise"):
-        trace, _ = model._generate(_KEY, choicemap.normalize(choices), tuple(args))
+        trace, _ = model._generate(unused_key(), choicemap.normalize(choices), tuple(args))
     return trace.log_densities()

@@ -23,6 +23,7 @@ implementations fall back to `fold_in(key, index)`, one hash per execution.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import equinox as eqx
@@ -31,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend.random import define_prng_impl, threefry2x32_p, threefry_prng_impl
 
-__all__ = ["Streams", "as_key", "as_threefry_key", "fold_in", "is_key", "split", "stream"]
+__all__ = ["Streams", "as_key", "as_threefry_key", "fold_in", "is_key", "split", "stream", "unused_key"]
 
 _UINT = {8: jnp.uint8, 16: jnp.uint16, 32: jnp.uint32, 64: jnp.uint64}
 _NO_DRAW = np.uint32(2**32 - 1)  # the counter a draw never reaches (draws hold < 2^32 values)
@@ -174,3 +175,10 @@ def as_key(key) -> jax.Array:
             return jax.random.fold_in(base, key.index)
         base = jax.random.key_data(base)
     return jax.random.wrap_key_data(jnp.concatenate([base, key.index[None]]), impl=_STREAM_IMPL)
+
+
+@functools.cache
+def unused_key() -> jax.Array:
+    """A key for a call whose every address is given, which never draws from it. Made on first use: made at import,
+    it would start JAX's backend, 50 ms of `import ppl`."""
+    return jax.random.key(0)

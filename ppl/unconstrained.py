@@ -25,11 +25,9 @@ from . import choicemap
 from .choicemap import Unconstrained
 from .core import GenFn
 from .distribution import leaf_mode
+from .streams import unused_key
 
 __all__ = ["constrain", "init_uniform", "unconstrain", "wrap"]
-
-_KEY = jax.random.key(0)  # never used to draw: every address is given
-
 
 def wrap(u: Any) -> dict:
     """Mark every leaf of a choice map of unconstrained values as `ppl.Unconstrained`."""
@@ -39,14 +37,14 @@ def wrap(u: Any) -> dict:
 def constrain(model: GenFn, args: tuple, u: dict, observations: dict | None = None) -> dict:
     """The constrained choices `x(u)` (with `observations` added, when given)."""
     constraints = choicemap.merge(wrap(u), observations)
-    trace, _ = model._generate(_KEY, choicemap.normalize(constraints), tuple(args))
+    trace, _ = model._generate(unused_key(), choicemap.normalize(constraints), tuple(args))
     return trace.choices
 
 
 def unconstrain(model: GenFn, args: tuple, choices: dict) -> dict:
     """The unconstrained values of a full choice map (continuous addresses mapped, discrete kept)."""
     with leaf_mode("inverse"):
-        trace, _ = model._generate(_KEY, choicemap.normalize(choices), tuple(args))
+        trace, _ = model._generate(unused_key(), choicemap.normalize(choices), tuple(args))
     return trace.choices
 
 
