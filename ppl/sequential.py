@@ -116,6 +116,11 @@ class StateSpace(NamedTuple):
         block = choicemap.subconstraint(choicemap.normalize(observations), self.path)
         return None if block is None else jax.tree.map(lambda x: x[t], block)
 
+    def observed_steps(self, observations) -> Any:
+        """The scan's block of `observations` (time first) without its `Masked` leaves: the values given at every
+        step, which a filter's record leaves out."""
+        return choicemap.drop_masked(choicemap.subconstraint(choicemap.normalize(observations), self.path))
+
     def check_observations(self, observations) -> None:
         """Raise a `ModelError` at the scan's address unless its block of `observations` has time first, of
         the scan's length (sequential inference slices it per step, where a wrong length would go unseen)."""

@@ -60,7 +60,7 @@ class CSMCMove(eqx.Module):
         space = ppl.state_space(gen_fn, args)
         prefix = ppl.choicemap.outside(trace.choices, space.path)
         reference = ppl.choicemap.subconstraint(trace.choices, space.path)
-        observed = ppl.choicemap.drop_masked(ppl.choicemap.subconstraint(self.observations, space.path))
+        observed = space.observed_steps(self.observations)
         state = conditional_init(k_init, gen_fn, args, self.observations, trace.choices, self.config)
         state, _, history = iterate(conditional_step, k_steps, state, self.config.record)
         if self.backward_sampling:

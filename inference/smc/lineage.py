@@ -101,7 +101,7 @@ def _backward_program(key, model, args, history: History, traces, observations, 
     first = jax.tree.map(lambda x: x[0], traces)  # the scan's arguments, shared by all particles, from particle 0's
     scan_args = space.generate_prefix(jax.random.key(0), ppl.choicemap.outside(first.choices, space.path),
                                       args).scan_args
-    observed = ppl.choicemap.drop_masked(ppl.choicemap.subconstraint(observations, space.path))
+    observed = space.observed_steps(observations)
     latent = jax.vmap(lambda k: backward_trajectory(k, space, scan_args, history, observed))(
         jax.random.split(key, n_samples))
     return ppl.choicemap.merge(latent, jax.tree.map(lambda y: jnp.broadcast_to(y, (n_samples, *y.shape)), observed))
