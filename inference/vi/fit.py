@@ -24,6 +24,7 @@ import optax
 
 from ppl.display import tabulated
 
+from .. import sharding
 from ..progress import tqdm
 from .program import Objective
 
@@ -68,6 +69,8 @@ class _Settings(NamedTuple):
     """None, a number, "loo" or "ema" (see `fit`)."""
     decay: float
     """The decay of the "ema" baseline."""
+    mesh: Any
+    """The one-axis mesh the samples are split across, or None."""
 
 
 def _initial_state(optimizer, params) -> _State:
@@ -81,17 +84,18 @@ def _chunk(objective: Objective, optimizer, state: _State | Any, key, args, step
     scalar: a call's outputs each cost time to hand back); careful mode (a rerun after a non-finite value or parameter) returns per-parameter gradient
     finiteness instead and leaves the state at the last finite step. With `first`, `state` holds the initial
     parameters and the optimizer's state is made here (in the same compiled call)."""
-    num_samples, baseline, decay = settings.num_samples, settings.baseline, settings.decay
+    num_samples, baseline, decay, mesh = settings
     if first:
         state = _initial_state(optimizer, state)
 
     def one(state: _State, i):
+        state = _replicated(mesh, state)  # every device steps the same parameters with the all-reduced gradient
         if baseline == "ema":  # bias-corrected, so the first steps are not pulled towards zero
             b = jnp.where(state.step > 0, state.baseline / (1.0 - decay ** jnp.maximum(state.step, 1)), 0.0)
         else:
             b = baseline
         value, grads = objective.value_and_grad(jax.random.fold_in(key, i), state.params, *args,
-                                                num_samples=num_samples, baseline=b)
+                                                num_samples=num_samples, baseline=b, mesh=mesh)
         updates, opt_state = optimizer.update(jax.tree.map(jnp.negative, grads), state.opt_state, state.params)
         ema = decay * state.baseline + (1.0 - decay) * value if baseline == "ema" else state.baseline
         new = _State(optax.apply_updates(state.params, updates), opt_state, ema, state.step + 1)
@@ -101,12 +105,17 @@ def _chunk(objective: Objective, optimizer, state: _State | Any, key, args, step
         ok = jnp.isfinite(value) & jnp.all(finite)
         return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, state), (value, finite)
 
-    final, outputs = jax.lax.scan(one, state, steps)
+    final, outputs = jax.lax.scan(one, _replicated(mesh, state), steps)
     if careful:
         return final, outputs
     finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in [outputs, *jax.tree.leaves(final.params)]]))
     return final, outputs, finite
 
+
+def _replicated(mesh, tree):
+    """`tree`'s arrays copied whole to every device of `mesh`; its other leaves (an equinox module's functions) kept."""
+    arrays, others = eqx.partition(tree, eqx.is_array)
+    return eqx.combine(sharding.replicate(mesh, arrays), others)
 
 
 def _save(path, state: _State, values: np.ndarray) -> None:
@@ -128,6 +137,7 @@ def fit(
     chunk: int = 100,
     progress_bar: bool = True,
     checkpoint: str | os.PathLike | None = None,
+    mesh: jax.sharding.Mesh | int | None = None,
 ) -> FitResult:
     """Maximise `objective` over `params` by stochastic gradient ascent.
 
@@ -145,6 +155,11 @@ def fit(
         progress_bar: a tqdm bar showing the objective's mean over the last chunk.
         checkpoint: a file: the state is saved there after every chunk (equinox serialisation),
             and a fit started with an existing checkpoint resumes from it.
+        mesh: a one-axis `jax.sharding.Mesh` or a device count D (see `inference.sharding`): each step's
+            `num_samples` runs (a multiple of D) are split in D blocks, one per device, while the parameters
+            and the optimizer's state are replicated. The gradient, a mean over the runs, is then a sum across
+            devices: each run is the one device's bit for bit, but the sum adds them in another order, so the
+            fit equals one device's up to float32 rounding (which the steps then carry on).
 
     Raises:
         FloatingPointError: the objective or a gradient became non-finite; the message names
@@ -155,8 +170,9 @@ def fit(
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     if not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk must be a positive int, got {chunk!r}")
+    mesh = sharding.mesh_of(mesh)  # a Mesh, not a count, in the static settings
     settings = _Settings(num_samples=num_samples, baseline="ema" if baseline == "ema" else baseline,
-                         decay=float(baseline_decay))
+                         decay=float(baseline_decay), mesh=mesh)
     state, first = params, True  # the first chunk makes the optimizer's state
     done = []  # the values of the steps run, as arrays (a single-chunk fit hands its own back)
     start = 0

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import ppl
 from ppl.choicemap import flatten
 
+from .. import sharding
 from .estimators import MVD, Enum, Reinforce, Reparam, candidates
 
 __all__ = ["Objective", "objective", "random_key", "sample"]
@@ -250,22 +251,28 @@ class Objective(eqx.Module):
                                  "cover the support (their probabilities do not sum to one)")
         return f, log_q, log_p, term
 
-    def _replicas(self, key, params, args, num_samples):
+    def _replicas(self, key, params, args, num_samples, mesh):
+        """The `num_samples` runs' raw terms, stacked; under a mesh each device runs its block of them."""
         if not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+        mesh = sharding.mesh_of(mesh)
+        sharding.check_size(mesh, num_samples, "num_samples")
         enumerated, mvds = self._discrete(key, params, args)
         if num_samples == 1:  # no split: one hash fewer per step
             return jax.tree.map(lambda x: x[None], self._raw(key, params, args, enumerated, mvds))
-        keys = jax.random.split(key, num_samples)
-        return jax.vmap(lambda k: self._raw(k, params, args, enumerated, mvds))(keys)
+        keys = sharding.shard(mesh, jax.random.split(key, num_samples), num_samples)
+        runs = jax.vmap(lambda k: self._raw(k, params, args, enumerated, mvds))(keys)
+        return sharding.shard(mesh, runs, num_samples)
 
-    def estimate(self, key: jax.Array, params: Any, *args, num_samples: int = 1) -> jax.Array:
-        """An unbiased estimate of the objective: the mean of `num_samples` independent runs."""
-        f, _, log_p, _ = self._replicas(key, params, args, num_samples)
+    def estimate(self, key: jax.Array, params: Any, *args, num_samples: int = 1,
+                 mesh: jax.sharding.Mesh | int | None = None) -> jax.Array:
+        """An unbiased estimate of the objective: the mean of `num_samples` independent runs (split across
+        `mesh`'s devices, see `value_and_grad`)."""
+        f, _, log_p, _ = self._replicas(key, params, args, num_samples, mesh)
         return jnp.mean(jnp.sum(jnp.exp(log_p) * f, axis=1))
 
     def value_and_grad(self, key: jax.Array, params: Any, *args, num_samples: int = 1,
-                       baseline: Any = None) -> tuple[jax.Array, Any]:
+                       baseline: Any = None, mesh: jax.sharding.Mesh | int | None = None) -> tuple[jax.Array, Any]:
         """(estimate of the objective, unbiased estimate of its gradient with respect to `params`).
 
         Args:
@@ -273,13 +280,18 @@ class Objective(eqx.Module):
             baseline: subtracted from f in the reinforce term: None (none), a number (a
                 constant or a moving average kept by the caller), or "loo" (leave-one-out:
                 each run's baseline is the mean of the other M - 1 runs' values; M >= 2).
+            mesh: a one-axis `jax.sharding.Mesh` or a device count D (`inference.sharding`): the M runs
+                are split in D blocks, one per device (M a multiple of D), and their means (the value,
+                the gradient, the "loo" baseline's sum) are reduced across devices. Each run is the one
+                device's, bit for bit; the means add the same numbers in another order, so they equal
+                one device's up to float32 rounding.
         """
         if isinstance(baseline, str) and (baseline != "loo" or num_samples < 2):
             raise ValueError('baseline is None, a number, or "loo" (which needs num_samples >= 2); '
                              f"got {baseline!r} with num_samples={num_samples}")
 
         def surrogate(params):
-            f, log_q, log_p, term = self._replicas(key, params, args, num_samples)
+            f, log_q, log_p, term = self._replicas(key, params, args, num_samples, mesh)
             w = jnp.exp(log_p)
             values = jax.lax.stop_gradient(jnp.sum(w * f, axis=1))  # each run's estimate (M,)
             if isinstance(baseline, str):
