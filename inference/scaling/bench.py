@@ -11,6 +11,10 @@ calls per problem, and wall seconds per problem (compilation included: the first
 shape compiles); writes the same records as JSON with --json, and plots accuracy against budget.
 Every method gets the same key per problem and budget, so best-of-N, majority and weighted vote
 choose among the same N trajectories.
+
+--devices D splits each batch of problems (--batch, default D) across a 1-D mesh of D devices, each problem's
+particles on its problem's device; the answers are the same as on one device. On a CPU, JAX sees D devices
+only when started with XLA_FLAGS=--xla_force_host_platform_device_count=D (they then share the CPU's cores).
 """
 
 from __future__ import annotations
@@ -57,15 +61,17 @@ def acceptance(reasoner: Reasoner) -> float:
 
 
 def evaluate(reasoner: Reasoner, problems: list, methods: tuple, budgets: tuple, seed: int = 0, batch: int = 1,
-             progress: bool = True, json_path: str | None = None, only: dict | None = None) -> list[dict]:
+             progress: bool = True, json_path: str | None = None, only: dict | None = None,
+             mesh: jax.sharding.Mesh | int | None = None) -> list[dict]:
     """Records {method, budget, accuracy, ci_low, ci_high, n_problems, tokens, reward_calls, seconds,
     pass_at_n, fpr, tpr}, tokens, reward calls and seconds as means per problem; `batch` problems run side by
     side. pass@N is the fraction of problems where some candidate is right (what an oracle selector reaches);
     for best-of-N, majority and weighted vote, fpr and tpr are the fractions of wrong and of right trajectories
-    that the scorer accepts (`acceptance`), nan for the other methods. The progress
-    bar advances by a batch's problems as each method answers them, and shows each method's accuracy so far
-    at the budget in progress. With `json_path`, the records so far are written there after every batch (a
-    long run that is stopped keeps what it measured)."""
+    that the scorer accepts (`acceptance`), nan for the other methods. With `mesh` (D devices), each batch's
+    problems are split across them (`Reasoner.solve_batch`): `batch` and the number of problems are multiples of
+    D. The progress bar advances by a batch's problems as each method answers them, and shows each method's
+    accuracy so far at the budget in progress. With `json_path`, the records so far are written there after every
+    batch (a long run that is stopped keeps what it measured)."""
     if not problems:
         raise ValueError("problems is empty: give at least one problem")
     only = only or {}
@@ -104,7 +110,7 @@ def evaluate(reasoner: Reasoner, problems: list, methods: tuple, budgets: tuple,
                 bar.update(len(chunk))
 
             if at[budget]:
-                reasoner.solve_batch(keys, [p.question for p in chunk], at[budget], budget, on_solved=tally)
+                reasoner.solve_batch(keys, [p.question for p in chunk], at[budget], budget, on_solved=tally, mesh=mesh)
         if json_path:
             with open(json_path, "w") as f:
                 json.dump(_records(tallies, first + len(chunk)), f, indent=1)
@@ -222,7 +228,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--step-tokens", type=_at_least(1), default=32, help="tokens per step at most")
     parser.add_argument("--model", default=None, help="a GGUF file or safetensors directory (default: SmolLM2-135M)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch", type=_at_least(1), default=1, help="problems run side by side (vmap); all one shape")
+    parser.add_argument("--batch", type=_at_least(1), default=None, help="problems run side by side (vmap); all one "
+                        "shape; default: --devices")
+    parser.add_argument("--devices", type=_at_least(1), default=1, help="split each batch's problems across this many "
+                        "devices (a 1-D mesh); --batch and --problems must be multiples of it")
     parser.add_argument("--json", default=None, help="write the records here")
     parser.add_argument("--plot", default="scaling.png", help="accuracy against budget (empty: no plot)")
     opts = parser.parse_args(argv)
@@ -247,6 +256,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         parser.error(f"--prm: give an existing file written by train_prm, with --reward prm (got {opts.prm!r})")
     if opts.model is not None and not pathlib.Path(opts.model).exists():
         parser.error(f"--model: no GGUF file or safetensors directory at {opts.model!r}")
+    batch = opts.devices if opts.batch is None else opts.batch
+    if batch % opts.devices or opts.problems % opts.devices:
+        parser.error(f"--devices {opts.devices}: --batch ({batch}) and --problems ({opts.problems}) must be multiples "
+                     "of it, so that every batch splits in equal blocks")
+    if opts.devices > jax.device_count():  # JAX reads XLA_FLAGS when it starts, so this process cannot add devices
+        parser.error(f"--devices {opts.devices}: JAX sees {jax.device_count()} {jax.default_backend()} device(s); on a "
+                     f"CPU, set XLA_FLAGS=--xla_force_host_platform_device_count={opts.devices} before running this")
     try:  # every argument is checked before the model loads
         problems = load_problems(opts.data, opts.problems, opts.offset)
     except (OSError, ValueError) as error:
@@ -257,9 +273,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     lm = ppl.lm.load(opts.model)
     reward = ProcessRewardModel.load(opts.prm) if opts.reward == "prm" else opts.reward
     reasoner = Reasoner(lm, reward, n_steps=opts.steps, step_tokens=opts.step_tokens)
-    records = evaluate(reasoner, problems, methods, opts.budgets, opts.seed, opts.batch, json_path=opts.json, only=only)
+    records = evaluate(reasoner, problems, methods, opts.budgets, opts.seed, batch, json_path=opts.json, only=only,
+                       mesh=opts.devices if opts.devices > 1 else None)
     print(f"\n{len(problems)} problems from {opts.data} (offset {opts.offset}), reward: {opts.reward}, "
-          f"{opts.steps} steps of up to {opts.step_tokens} tokens; jax {jax.__version__} on {jax.devices()[0].platform}")
+          f"{opts.steps} steps of up to {opts.step_tokens} tokens; jax {jax.__version__} on {opts.devices} "
+          f"{jax.devices()[0].platform} device(s)")
     print(table(records))
     run = {(r["method"], r["budget"]) for r in records}
     for a, b in comparisons:

@@ -28,6 +28,7 @@ import numpy as np
 from ppl.display import tabulated
 from ppl.lm import LanguageModel, cache_slots
 
+from .. import sharding
 from . import methods
 from .budget import plan
 from .data import extract_answer
@@ -160,11 +161,17 @@ class Reasoner:
         return self.solve_batch(key[None], [question], (method,), budget)[0][method]
 
     def solve_batch(self, keys: jax.Array, questions: list[str], methods: tuple = METHODS, budget: int = 4,
-                    on_solved: Callable[[str, list], None] | None = None) -> list:
+                    on_solved: Callable[[str, list], None] | None = None,
+                    mesh: jax.sharding.Mesh | int | None = None) -> list:
         """[{method: Solution}] per question, one key each; the questions run side by side (`jax.vmap`), which
         fills a wide machine. Best-of-N, majority and weighted vote choose among the same N independent
         trajectories (one run, its cost reported for each); seconds are the batch's, shared equally.
-        `on_solved(method, solutions)`, if given, is called as each method's solutions are ready."""
+        `on_solved(method, solutions)`, if given, is called as each method's solutions are ready.
+
+        `mesh` (a one-axis `jax.sharding.Mesh` or a device count D, see `inference.sharding`) splits the
+        questions (a multiple of D) in D blocks, one per device. A question's particles stay together on its
+        device, so resampling and voting never cross devices: the solutions are one device's for the same keys.
+        """
         unknown = [m for m in methods if m not in METHODS]
         if unknown:
             raise ValueError(f"methods must be among {METHODS}, got {unknown}")
@@ -172,7 +179,11 @@ class Reasoner:
             raise ValueError(f"budget must be a positive int, got {budget!r}")
         if not questions:
             raise ValueError("questions is empty: give at least one question")
+        mesh = sharding.mesh_of(mesh)
+        sharding.check_size(mesh, len(questions), "len(questions)")
         states, prompts = self.prompt_states(questions)
+        # placed on their devices here, each method's compiled program runs where its inputs are
+        keys, states = sharding.shard(mesh, (keys, states), len(questions))
         runs: dict = {}
         out: list = [{} for _ in questions]
         for method in methods:
