@@ -16,7 +16,8 @@ from inference import smc
 assert len(jax.devices()) == 4, jax.devices()
 mesh = Mesh(np.array(jax.devices()), ("particles",))
 one = smc.run(jax.random.key(0), lgssm, (FLAGS,), OBS, 1024, ess_threshold=0.8)
-sharded = smc.run(jax.random.key(0), lgssm, (FLAGS,), OBS, 1024, ess_threshold=0.8, mesh=mesh)
+sharded = smc.run(jax.random.key(0), lgssm, (FLAGS,), OBS, 1024, ess_threshold=0.8, mesh=mesh,
+                  cumulative_weights="gathered")
 assert len(sharded.log_weights.sharding.device_set) == 4
 assert len(sharded.choices["steps"]["x"].sharding.device_set) == 4
 assert int(one.info.resampled.sum()) > 3  # resampling crossed shards

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 
 import ppl
 
-from .. import resampling
+from .. import resampling, sharding
 from .config import SMCConfig
 from .extend import extend, gather, next_carries, reference_step, set_slot, step_keys, weigh
 from .filtering import start
@@ -50,7 +50,7 @@ def conditional_step(key: jax.Array, state: CSMCState, t) -> tuple[CSMCState, St
     and the reference's step in its slot."""
     target = state.target
     config = target.config
-    n = config.n_particles
+    n, mesh = config.n_particles, config.mesh
     k_resample, k_extend, _ = step_keys(key, n)
     log_w, log_total = state.log_weights, state.log_total
 
@@ -75,23 +75,27 @@ def conditional_step(key: jax.Array, state: CSMCState, t) -> tuple[CSMCState, St
 
     def from_slot(particles, slot):
         """The reference's step from the carry in `slot`: (its trace, its incremental weight)."""
-        trace, _, increment = reference_step(k_extend, target, gather(particles, slot), ref_t, observed, t)
+        trace, _, increment = reference_step(k_extend, target, sharding.take(mesh, particles, slot), ref_t, observed, t)
         return trace, increment
 
     def resample(particles):
+        all_log_w = sharding.replicate(mesh, log_w)
         if config.ancestor_sampling == "exact":  # the drawn ancestor's step comes with the draw's N densities
             traces, log_joints, increments = from_each(particles)
-            ancestors, slot = resampling.ancestor_sampled_systematic(k_resample, log_w, log_w + log_joints)
-            reference = gather((traces, increments), ancestors[slot])
+            ancestors, slot = resampling.ancestor_sampled_systematic(k_resample, all_log_w,
+                                                                     sharding.replicate(mesh, log_w + log_joints))
+            reference = sharding.take(mesh, (traces, increments), ancestors[slot])
         else:
             if config.ancestor_sampling == "metropolis":
                 ancestors, slot = resampling.metropolis_ancestor_systematic(
-                    k_resample, log_w, state.reference_slot, lambda i: from_each(gather(particles, i))[1])
+                    k_resample, all_log_w, state.reference_slot,
+                    lambda i: from_each(sharding.take(mesh, particles, i))[1])
             else:
-                ancestors, slot = resampling.conditional_systematic(k_resample, log_w, state.reference_slot)
+                ancestors, slot = resampling.conditional_systematic(k_resample, all_log_w, state.reference_slot)
             reference = from_slot(particles, ancestors[slot])
         zeros, log_n = jnp.zeros(n), jnp.log(n).astype(log_total.dtype)
-        return gather(particles, ancestors), ancestors, zeros, log_n, slot, reference
+        ancestors = sharding.shard(mesh, ancestors, n)
+        return sharding.gather(mesh, particles, ancestors), ancestors, zeros, log_n, slot, reference
 
     def first(particles):
         slot = state.reference_slot

@@ -16,8 +16,9 @@ import jax
 
 import ppl
 
-from .. import inputs, resampling
+from .. import inputs, resampling, sharding
 from ..mcmc.kernels import Kernel
+from ..sharded_resampling import CumulativeWeights, Scope
 
 __all__ = ["AncestorSampling", "Record", "SMCConfig", "ancestor_sampling_mode", "record_mode"]
 
@@ -38,7 +39,12 @@ class SMCConfig(eqx.Module):
     ess_threshold: float = eqx.field(static=True, default=0.5)
     record: Record = eqx.field(static=True, default="full")
     ancestor_sampling: AncestorSampling = eqx.field(static=True, default="none")
-    mesh: jax.sharding.Mesh | None = eqx.field(static=True, default=None)
+    mesh: jax.sharding.Mesh | None = eqx.field(static=True, default=None, converter=sharding.mesh_of)
+    """The devices the particles are split across (`inference.sharding`; a device count is made a mesh)."""
+    resampling_scope: Scope = eqx.field(static=True, default="global")
+    """Resample among all particles, or each device's apart ("island"; `inference.sharded_resampling`)."""
+    cumulative_weights: CumulativeWeights = eqx.field(static=True, default="prefix_sum")
+    """Under a mesh, how each device finds the cumulative weights: a prefix sum across devices, or all N gathered."""
     proposal: ppl.GenFn | None = None
     rejuvenation: Kernel | None = None
     progress_bar: bool = eqx.field(static=True, default=False)
@@ -53,13 +59,15 @@ class SMCConfig(eqx.Module):
         if self.ancestor_sampling not in get_args(AncestorSampling):
             raise ValueError(f"ancestor_sampling is one of {get_args(AncestorSampling)}, "
                              f"got {self.ancestor_sampling!r}")
-        if self.mesh is not None:
-            if len(self.mesh.axis_names) != 1:
-                raise ValueError("smc.run shards particles along a one-axis mesh; build "
-                                 "jax.sharding.Mesh(devices, ('p',))")
-            if self.n_particles % self.mesh.devices.size:
-                raise ValueError(f"n_particles ({self.n_particles}) must be a multiple of the mesh size "
-                                 f"({self.mesh.devices.size})")
+        sharding.check_size(self.mesh, self.n_particles, "n_particles")
+        if self.cumulative_weights not in get_args(CumulativeWeights):
+            raise ValueError(f"cumulative_weights is one of {get_args(CumulativeWeights)}, "
+                             f"got {self.cumulative_weights!r}")
+        if self.resampling_scope not in get_args(Scope):
+            raise ValueError(f"resampling_scope is one of {get_args(Scope)}, got {self.resampling_scope!r}")
+        if self.resampling_scope == "island" and self.mesh is None:
+            raise ValueError("resampling_scope='island' resamples each device's particles apart: it needs mesh= "
+                             "(a jax.sharding.Mesh or a device count); on one device use 'global'")
 
     @classmethod
     def of(cls, n_particles: Any, ess_threshold: Any = 0.5, **settings) -> SMCConfig:

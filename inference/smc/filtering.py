@@ -25,11 +25,12 @@ from jax.scipy.special import logsumexp
 
 import ppl
 
-from .. import inputs, resampling
+from .. import inputs, resampling, sharding
+from ..sharded_resampling import CumulativeWeights, Resampled, Scope
+from ..sharded_resampling import resample as resample_particles
 from .config import SMCConfig
 from .dependence import dependent_outputs
 from .extend import extend, gather, next_carries, rejuvenate, step_keys, unchanged_carry, weigh
-from .sharding import constrain, replicated
 from .state import Particles, ScanArgs, Shared, SMCState, StepInfo, Target
 
 __all__ = ["init", "n_steps", "start", "step"]
@@ -59,7 +60,7 @@ def start(key: jax.Array, model: ppl.GenFn, args: tuple, observations: dict, con
         target = dataclasses.replace(target, carry=Shared(carry_treedef, {
             i: x[0] for i, x in enumerate(carry) if unchanged[i] and not per_particle[i]}))
         particles = particles._replace(carry=target.carry.own(drawn.scan_args[0]))
-    particles = constrain(config, particles)
+    particles = sharding.shard(config.mesh, particles, config.n_particles)
     log_total = logsumexp(drawn.weight)
     log_z = log_total - jnp.log(config.n_particles)
     failed = ~jnp.isfinite(log_z)
@@ -69,10 +70,12 @@ def start(key: jax.Array, model: ppl.GenFn, args: tuple, observations: dict, con
 
 def init(key: jax.Array, model: ppl.GenFn, args: tuple, observations: dict, n_particles: int,
          proposal: ppl.GenFn | None = None, resampling_scheme: resampling.SchemeName = "systematic",
-         ess_threshold: float = 0.5, rejuvenation=None, mesh: jax.sharding.Mesh | None = None) -> SMCState:
+         ess_threshold: float = 0.5, rejuvenation=None, mesh: jax.sharding.Mesh | int | None = None,
+         resampling_scope: Scope = "global", cumulative_weights: CumulativeWeights = "prefix_sum") -> SMCState:
     """The particles before the first step (the settings are `smc.run`'s)."""
     config = SMCConfig.of(n_particles, ess_threshold, resampling_scheme=resampling_scheme, proposal=proposal,
-                          rejuvenation=rejuvenation, mesh=mesh)
+                          rejuvenation=rejuvenation, mesh=mesh, resampling_scope=resampling_scope,
+                          cumulative_weights=cumulative_weights)
     return start(key, model, inputs.model_args(args), inputs.observations(observations), config)
 
 
@@ -87,25 +90,25 @@ def step(key: jax.Array, state: SMCState, t) -> tuple[SMCState, StepInfo]:
     config = target.config
     n = config.n_particles
     k_resample, k_extend, k_move = step_keys(key, n)
-    log_w, log_total = replicated(config, state.log_weights), state.log_total
+    log_w, log_total = state.log_weights, state.log_total
     if config.ess_threshold >= 1.0:
         resample_now = t > 0
     else:
         resample_now = (t > 0) & (state.ess < config.ess_threshold * n)
 
     def resample(particles):
-        ancestors = resampling.get(config.resampling_scheme)(k_resample, log_w, n)
-        log_n = jnp.log(n).astype(log_total.dtype)
-        return constrain(config, gather(particles, ancestors)), ancestors, jnp.zeros(n), log_n
+        return resample_particles(k_resample, log_w, particles, config.resampling_scheme, config.mesh,
+                                  scope=config.resampling_scope, ess_threshold=config.ess_threshold,
+                                  cumulative_weights=config.cumulative_weights)
 
     def keep(particles):
-        return particles, jnp.arange(n), log_w, log_total
+        return Resampled(particles, jnp.arange(n), log_w, log_total)
 
     # lax.cond skips the search and the gather on steps that do not resample
     particles, ancestors, log_w, log_total = jax.lax.cond(resample_now, resample, keep, state.particles)
     traces, increments = extend(k_extend, target, particles, t)
     traces, acceptance = rejuvenate(k_move, target, traces, particles, t)
     weighed = weigh(log_w, log_total, increments, state.log_marginal, state.failed)
-    particles = constrain(config, particles._replace(carry=next_carries(target, traces.retval)))
+    particles = sharding.shard(config.mesh, particles._replace(carry=next_carries(target, traces.retval)), n)
     info = StepInfo(weighed.ess, resample_now, weighed.log_marginal, acceptance, ancestors, traces.choices)
     return dataclasses.replace(state, particles=particles, **weighed._asdict()), info

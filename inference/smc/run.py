@@ -11,21 +11,21 @@ import numpy as np
 
 import ppl
 
-from .. import inputs
+from .. import inputs, sharding
 from .._jit import jit
 from ..draws import Posterior, with_posterior
 from ..mcmc import kernels
 from ..mcmc.kernels import Kernel
 from ..progress import progress, tracing
 from ..resampling import SchemeName
+from ..sharded_resampling import CumulativeWeights, Scope
 from ..weighted import WeightedParticles
 from .conditional import conditional_init, conditional_step
 from .config import AncestorSampling, SMCConfig, ancestor_sampling_mode, record_mode
-from .extend import gather
+from .extend import set_slot
 from .filtering import start, step
 from .lineage import final_traces
 from .loop import iterate
-from .sharding import constrain
 from .state import History, StepInfo
 
 __all__ = ["SMCResult", "csmc", "mh_rejuvenation", "run"]
@@ -76,7 +76,8 @@ def _result(key, state, infos, history: History | None, args) -> SMCResult:
     config = target.config
     traces = None
     if config.record == "full":
-        traces = constrain(config, final_traces(key, target.space, args, state.particles, history, target.observations))
+        traces = sharding.shard(config.mesh, final_traces(key, target.space, args, state.particles, history,
+                                                          target.observations), config.n_particles)
     return SMCResult(traces, state.log_weights, jax.vmap(target.carry_of)(state.particles), state.log_marginal, infos,
                      None if config.record == "none" else history, state.failed)
 
@@ -96,10 +97,18 @@ def _csmc_program(key, model, args, observations, reference, config: SMCConfig) 
     state, infos, history = iterate(conditional_step, k_steps, state, config.record)
     # the reference's particle moves to slot 0 (the final particles' order is free: nothing follows)
     slot = state.reference_slot
-    order = jnp.arange(config.n_particles).at[0].set(slot).at[slot].set(0)
-    history = jax.tree.map(lambda x: x.at[-1].set(x[-1][order]), history)
-    state = dataclasses.replace(state, particles=gather(state.particles, order), log_weights=state.log_weights[order])
+    last = _swap(config.mesh, jax.tree.map(lambda x: x[-1], history), slot)
+    history = jax.tree.map(lambda x, y: x.at[-1].set(y), history, last)
+    particles, log_weights = _swap(config.mesh, (state.particles, state.log_weights), slot)
+    state = dataclasses.replace(state, particles=particles, log_weights=log_weights)
     return _result(k_traces, state, infos, history, args)
+
+
+def _swap(mesh, tree, slot):
+    """`tree` with its entries 0 and `slot` swapped (two entries move, whichever devices hold them)."""
+    both = sharding.take(mesh, tree, jnp.stack([jnp.zeros_like(slot), slot]))
+    first, other = (jax.tree.map(lambda x: x[i], both) for i in (0, 1))
+    return set_slot(set_slot(tree, slot, first), 0, other)
 
 
 def run(
@@ -113,8 +122,10 @@ def run(
     ess_threshold: float = 0.5,
     rejuvenation: Kernel | None = None,
     return_traces: bool | Literal["history"] = True,
-    mesh: jax.sharding.Mesh | None = None,
+    mesh: jax.sharding.Mesh | int | None = None,
     progress_bar: bool = False,
+    resampling_scope: Scope = "global",
+    cumulative_weights: CumulativeWeights = "prefix_sum",
 ) -> SMCResult:
     """Sequential Monte Carlo over the steps of `model`'s `ppl.scan` (`smc.init` and `smc.step`, looped).
 
@@ -134,17 +145,33 @@ def run(
             (False keeps only log Ẑ, weights, step info and final carries: a filter that stores nothing
             per step; "history" also keeps each step's choices, ancestors and weights, but no carries
             and no traces, which is what lineages and budget counts need when carries are large).
-        mesh: a one-axis `jax.sharding.Mesh` to shard the particles across devices.
+        mesh: the devices to split the particles across (`inference.sharding`): a one-axis `jax.sharding.Mesh`
+            (under `jax.distributed`, over every process's devices) or a device count; N must be a multiple of
+            their number. Each device extends its own particles, and resampling draws across all of them by
+            collectives (`inference.sharded_resampling`). The results are sharded the same way.
         progress_bar: a tqdm bar of the steps, advanced from inside the compiled program (about 100 updates
             at most; its total, the scan's length, appears with the first). Off by default because `run` is a
             building block that other loops call many times (particle Gibbs, inference-time scaling); under a
             caller's `jit` or `vmap` no bar is shown. A run with the bar off compiles no callback at all.
+        resampling_scope: under a mesh, "global" resamples among all N particles; "island" resamples each device's
+            particles among themselves, which moves no particle between devices, and resamples globally only when
+            the devices' total weights have grown apart (their ESS below `ess_threshold` times the number of
+            devices). Log Ẑ stays unbiased; its variance grows with fewer global exchanges (see
+            `inference.sharded_resampling`).
+        cumulative_weights: under a mesh, how resampling finds the cumulative weights of the N particles.
+            "prefix_sum": each device sums its own and the devices exchange their D totals; the draws are one
+            device's but where float32 rounding of the sums, made in another order, moves a draw to a neighbouring
+            particle, which becomes likely from a few thousand particles on (and one different draw makes the rest
+            of the run differ). "gathered": every device gathers the N weights (N floats) and draws as one device
+            does, so the run is one device's, bit for bit, but for sums over particles (log Ẑ, the ESS), which
+            agree to float32 rounding.
     """
     args, observations = inputs.model_args(args), inputs.observations(observations)
     progress_bar = bool(progress_bar) and not tracing(key, args, observations)
     config = SMCConfig.of(n_particles, ess_threshold, resampling_scheme=resampling_scheme,
                           record=record_mode(return_traces), mesh=mesh, proposal=proposal, rejuvenation=rejuvenation,
-                          progress_bar=progress_bar)
+                          progress_bar=progress_bar, resampling_scope=resampling_scope,
+                          cumulative_weights=cumulative_weights)
     if not progress_bar:
         result = _run_program(key, model, args, observations, config)
     else:
@@ -162,6 +189,7 @@ def csmc(
     n_particles: int,
     ancestor_sampling: bool | AncestorSampling = True,
     proposal: ppl.GenFn | None = None,
+    mesh: jax.sharding.Mesh | int | None = None,
 ) -> SMCResult:
     """Conditional SMC: `reference` (a full choice map of the model) is kept as one of the particles.
 
@@ -171,9 +199,12 @@ def csmc(
     each step), "metropolis" (one Metropolis-Hastings step between two) or False (the reference keeps
     its own past); a candidate's weight is one step's density, or the reference's whole future
     rescored from it when the step's carry holds the past. The final traces' slot 0 is the reference (up to ancestor sampling rewriting its past).
+
+    `mesh` splits the particles across devices as in `run`; the conditional draws are made from all N weights
+    gathered on every device (N floats a device), so the ancestors are one device's, bit for bit.
     """
     config = SMCConfig.of(n_particles, 1.0, ancestor_sampling=ancestor_sampling_mode(ancestor_sampling),
-                          proposal=proposal)
+                          proposal=proposal, mesh=mesh)
     args, observations = inputs.model_args(args), inputs.observations(observations)
     result = _csmc_program(key, model, args, observations, ppl.choicemap.normalize(reference), config)
     return with_posterior(result, Posterior(model, args, observations))
