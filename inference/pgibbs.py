@@ -67,6 +67,7 @@ def run(
     init: Any = "prior",
     progress_bar: bool = True,
     check_convergence: bool = True,
+    mesh: jax.sharding.Mesh | int | None = None,
 ) -> MCMCResult:
     """Particle Gibbs: `num_chains` chains (vectorised) of CSMC sweeps cycled with `parameter_kernel`.
 
@@ -90,6 +91,7 @@ def run(
         progress_bar: a tqdm bar advanced from inside the compiled program.
         check_convergence: warn (`mcmc.ConvergenceWarning`) when R-hat, bulk ESS or divergences fail
             Stan's thresholds, or a chain never moved (see `mcmc.convergence`).
+        mesh: the chains split across devices (see `mcmc.run`); each chain's sweep stays on its device.
 
     Returns:
         An `MCMCResult` with every latent address, trajectory included, shaped (chain, draw, ...).
@@ -97,7 +99,7 @@ def run(
     sweep = smc.csmc_kernel(observations, n_particles, ancestor_sampling, backward_sampling, proposal)
     kernel = sweep if parameter_kernel is None else kernels.cycle(sweep, parameter_kernel)
     return mcmc_run(key, kernel, model, args, observations, num_samples, num_chains, num_warmup, init=init,
-                    progress_bar=progress_bar, check_convergence=check_convergence)
+                    progress_bar=progress_bar, check_convergence=check_convergence, mesh=mesh)
 
 
 def update_rate(trajectory: Any) -> jax.Array:

@@ -31,7 +31,7 @@ import ppl
 from ppl import unconstrained
 from ppl.choicemap import flatten, latents
 
-from .. import inputs
+from .. import inputs, sharding
 from ..draws import Posterior
 from ..progress import tqdm, tracing
 from . import checks
@@ -82,9 +82,10 @@ def _hmc(model, args, observations, u0, cfg):
 
 
 @eqx.filter_jit
-def _init(key, model, args, observations, u0, cfg):
+def _init(key, model, args, observations, u0, cfg, mesh):
     init_one, _, _, z0 = _hmc(model, args, observations, u0, cfg)
-    return jax.vmap(init_one)(z0, jax.random.split(key, z0.shape[0]))
+    z0 = sharding.shard(mesh, z0, z0.shape[0])
+    return sharding.shard(mesh, jax.vmap(init_one)(z0, jax.random.split(key, z0.shape[0])), z0.shape[0])
 
 
 def _draw(states) -> tuple:
@@ -94,7 +95,7 @@ def _draw(states) -> tuple:
 
 
 @eqx.filter_jit
-def _iterate(states, n, model, args, observations, u0, cfg, size: int):
+def _iterate(states, n, model, args, observations, u0, cfg, size: int, mesh):
     """`n` (traced, at most `size`) NUTS iterations of every chain: the states, and each iteration's draw in the
     first `n` rows of (size, chain, ...) buffers."""
     init_one, sample_kernel, _, z0 = _hmc(model, args, observations, u0, cfg)
@@ -103,15 +104,15 @@ def _iterate(states, n, model, args, observations, u0, cfg, size: int):
 
     def body(i, carry):
         states, record = carry
-        states = jax.vmap(sample_kernel)(states)
+        states = sharding.shard(mesh, jax.vmap(sample_kernel)(states), z0.shape[0])
         return states, jax.tree.map(lambda buffer, x: buffer.at[i].set(x), record, _draw(states))
 
     record = jax.tree.map(lambda x: jnp.zeros((size, *x.shape), x.dtype), _draw(states))
-    return jax.lax.fori_loop(0, n, body, (states, record))
+    return jax.lax.fori_loop(0, n, body, (sharding.shard(mesh, states, z0.shape[0]), record))
 
 
 @eqx.filter_jit
-def _finish(model, args, observations, u0, cfg, states, zs, stats):
+def _finish(model, args, observations, u0, cfg, states, zs, stats, mesh):
     """The draws after warm-up, constrained, as an `MCMCResult`."""
     _, _, unravel, _ = _hmc(model, args, observations, u0, cfg)
     zs, stats = jax.tree.map(lambda x: jnp.swapaxes(x[cfg[0]:], 0, 1), (zs, stats))
@@ -119,23 +120,23 @@ def _finish(model, args, observations, u0, cfg, states, zs, stats):
     def constrained(z):
         return latents(unconstrained.constrain(model, args, unravel(z), observations), observations)
 
-    samples = jax.vmap(jax.vmap(constrained))(zs)
+    samples = sharding.shard(mesh, jax.vmap(jax.vmap(constrained))(zs), zs.shape[0])
     adapt = states.adapt_state
     return MCMCResult(samples, stats, Posterior(model, args, observations), adapt.step_size,
                       adapt.inverse_mass_matrix)
 
 
-def _program(key, model, args, observations, u0, cfg, progress_bar: bool) -> MCMCResult:
+def _program(key, model, args, observations, u0, cfg, progress_bar: bool, mesh) -> MCMCResult:
     """Warm-up and sampling of every chain in `CHUNKS` compiled calls of one program, with a tqdm bar between
     them when `progress_bar`; the draws are the same either way."""
     total = cfg[0] + cfg[1]
     size = -(-total // CHUNKS)
-    states = _init(key, model, args, observations, u0, cfg)
+    states = _init(key, model, args, observations, u0, cfg, mesh)
     bar = tqdm(total=total, desc="nuts") if progress_bar else None
     records = []
     for begin in range(0, total, size):
         n = min(size, total - begin)
-        states, record = _iterate(states, jnp.int32(n), model, args, observations, u0, cfg, size)
+        states, record = _iterate(states, jnp.int32(n), model, args, observations, u0, cfg, size, mesh)
         records.append(jax.tree.map(lambda x, n=n: x[:n], record))
         if bar is not None:
             jax.block_until_ready(states)  # the bar shows iterations done, not queued
@@ -143,7 +144,7 @@ def _program(key, model, args, observations, u0, cfg, progress_bar: bool) -> MCM
     if bar is not None:
         bar.close()
     zs, stats = jax.tree.map(lambda *xs: jnp.concatenate(xs), *records)
-    return _finish(model, args, observations, u0, cfg, states, zs, stats)
+    return _finish(model, args, observations, u0, cfg, states, zs, stats, mesh)
 
 
 def nuts(
@@ -160,6 +161,7 @@ def nuts(
     init: Any = "uniform",
     progress_bar: bool = True,
     check_convergence: bool = True,
+    mesh: jax.sharding.Mesh | int | None = None,
 ) -> MCMCResult:
     """NUTS on every unobserved (continuous) address of `model`, with warm-up adaptation.
 
@@ -181,6 +183,10 @@ def nuts(
         check_convergence: warn (`mcmc.ConvergenceWarning`) when, as Stan checks, some parameter's
             R-hat exceeds 1.01, its bulk ESS is under 100 per chain, a chain never moved, or a
             transition diverged (see `mcmc.convergence`).
+        mesh: the chains split across devices: a one-axis `jax.sharding.Mesh`, a device count, or None
+            (`inference.sharding`); `num_chains` must be a multiple of the device count. Chains never
+            communicate; with `num_warmup=0` the draws equal one device's bit for bit, while warm-up's
+            adaptation can round differently in the partitioned program (docs/scale_out.md).
 
     Returns:
         An `MCMCResult`: `samples` (nested dict, leaves (chain, draw, ...)), per-draw
@@ -196,6 +202,8 @@ def nuts(
     num_warmup = inputs.count("num_warmup", num_warmup, minimum=0)
     if not 0.0 < target_accept_prob < 1.0:
         raise ValueError(f"target_accept_prob must be in (0, 1), got {target_accept_prob!r}")
+    mesh = sharding.mesh_of(mesh)
+    sharding.check_size(mesh, num_chains, "num_chains")
     args, observations = inputs.model_args(args), inputs.observations(observations)
     k_init, k_run = jax.random.split(key)
     traces = start_traces("mcmc.nuts", k_init, model, args, observations, num_chains, init)
@@ -204,7 +212,7 @@ def nuts(
     checks.check_start("mcmc.nuts", traces, observations, init, start)
     cfg = (num_warmup, num_samples, float(target_accept_prob), max_tree_depth, dense_mass)
     show = bool(progress_bar) and not tracing(key, args, observations)
-    result = jax.block_until_ready(_program(k_run, model, args, observations, start.position, cfg, show))
+    result = jax.block_until_ready(_program(k_run, model, args, observations, start.position, cfg, show, mesh))
     checks.check_step_size(result.step_size)
     if check_convergence:
         warn_if_not_converged(result)

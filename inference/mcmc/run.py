@@ -13,7 +13,7 @@ import ppl
 from ppl import unconstrained
 from ppl.choicemap import latents
 
-from .. import inputs
+from .. import inputs, sharding
 from ..draws import Posterior
 from ..progress import progress, progress_callback, shown
 from . import checks
@@ -63,10 +63,11 @@ class _Settings(NamedTuple):
 
 
 @eqx.filter_jit
-def _program(key, kernel: Kernel, model, args, observations, traces, settings: _Settings, show: jax.Array):
+def _program(key, kernel: Kernel, model, args, observations, traces, settings: _Settings, show: jax.Array, mesh):
     num_warmup = settings.num_warmup
     total = num_warmup + settings.num_samples
     tick = progress_callback(total, show)
+    chains = traces.score.shape[0]
 
     def transition(key, trace):
         for k in jax.random.split(key, settings.thin):
@@ -75,13 +76,15 @@ def _program(key, kernel: Kernel, model, args, observations, traces, settings: _
 
     def body(traces, inputs):
         i, key = inputs
-        traces, info = jax.vmap(transition)(jax.random.split(key, traces.score.shape[0]), traces)
+        traces, info = jax.vmap(transition)(jax.random.split(key, chains), traces)
+        traces = sharding.shard(mesh, traces, chains)
         tick(i)
         return traces, (latents(traces.choices, observations), info._asdict())
 
+    traces = sharding.shard(mesh, traces, chains)
     _, (draws, stats) = jax.lax.scan(body, traces, (jnp.arange(total), jax.random.split(key, total)))
     # (iteration, chain, ...) -> (chain, draw, ...), warm-up dropped
-    return jax.tree.map(lambda x: jnp.swapaxes(x[num_warmup:], 0, 1), (draws, stats))
+    return sharding.shard(mesh, jax.tree.map(lambda x: jnp.swapaxes(x[num_warmup:], 0, 1), (draws, stats)), chains)
 
 
 def run(
@@ -97,6 +100,7 @@ def run(
     init: Any = "prior",
     progress_bar: bool = True,
     check_convergence: bool = True,
+    mesh: jax.sharding.Mesh | int | None = None,
 ) -> MCMCResult:
     """Run `num_chains` chains of `kernel` (vectorised with `vmap`) and keep every `thin`-th state.
 
@@ -113,6 +117,9 @@ def run(
         progress_bar: a tqdm bar advanced from inside the compiled program.
         check_convergence: warn (`mcmc.ConvergenceWarning`) when R-hat, bulk ESS or divergences
             fail Stan's thresholds, or a chain never moved (see `mcmc.convergence`).
+        mesh: the chains split across devices: a one-axis `jax.sharding.Mesh`, a device count, or None
+            (`inference.sharding`); `num_chains` must be a multiple of the device count. Chains never
+            communicate, so the draws equal one device's for the same key.
 
     Raises:
         ppl.ModelError: when the model has no latent choice, or some chain's initial log density is
@@ -121,6 +128,8 @@ def run(
     num_samples, num_chains, thin = (inputs.count(n, v) for n, v in
                                      (("num_samples", num_samples), ("num_chains", num_chains), ("thin", thin)))
     num_warmup = inputs.count("num_warmup", num_warmup, minimum=0)
+    mesh = sharding.mesh_of(mesh)
+    sharding.check_size(mesh, num_chains, "num_chains")
     args, observations = inputs.model_args(args), inputs.observations(observations)
     k_init, k_run = jax.random.split(key)
     traces = start_traces("mcmc.run", k_init, model, args, observations, num_chains, init)
@@ -128,7 +137,7 @@ def run(
     settings = _Settings(num_samples=num_samples, num_warmup=num_warmup, thin=thin)
     show = shown(progress_bar, key, args, observations)
     with progress(bool(show), num_warmup + num_samples, "mcmc"):
-        draws, stats = _program(k_run, kernel, model, args, observations, traces, settings, show)
+        draws, stats = _program(k_run, kernel, model, args, observations, traces, settings, show, mesh)
         jax.block_until_ready(draws)
     result = MCMCResult(draws, stats, Posterior(model, args, observations))
     if check_convergence:
