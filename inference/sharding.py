@@ -26,7 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from . import ring
 
-__all__ = ["axis", "check_size", "gather", "mesh_of", "replicate", "shard", "size", "take"]
+__all__ = ["axis", "check_size", "gather", "mesh_of", "readable", "replicate", "shard", "size", "take"]
 
 FORCE_CPU_DEVICES = "XLA_FLAGS=--xla_force_host_platform_device_count=8"
 """How a CPU-only machine gets several (virtual) devices: set before JAX starts."""
@@ -85,6 +85,14 @@ def replicate(mesh: Mesh | None, tree: Any) -> Any:
     if mesh is None:
         return tree
     return jax.lax.with_sharding_constraint(tree, NamedSharding(mesh, PartitionSpec()))
+
+
+def readable(mesh: Mesh | None, tree: Any) -> Any:
+    """`tree` as every process can read it: replicated when the mesh spans several processes (a process cannot read
+    the shards another one holds), left as it is otherwise. For results small beside the work, such as MCMC draws."""
+    if mesh is None or not mesh.is_multi_process:
+        return tree
+    return replicate(mesh, tree)
 
 
 def gather(mesh: Mesh | None, tree: Any, indices: jax.Array) -> Any:

@@ -122,8 +122,9 @@ def _finish(model, args, observations, u0, cfg, states, zs, stats, mesh):
 
     samples = sharding.shard(mesh, jax.vmap(jax.vmap(constrained))(zs), zs.shape[0])
     adapt = states.adapt_state
-    return MCMCResult(samples, stats, Posterior(model, args, observations), adapt.step_size,
-                      adapt.inverse_mass_matrix)
+    samples, stats, step_size, inverse_mass_matrix = sharding.readable(
+        mesh, (samples, stats, adapt.step_size, adapt.inverse_mass_matrix))
+    return MCMCResult(samples, stats, Posterior(model, args, observations), step_size, inverse_mass_matrix)
 
 
 def _program(key, model, args, observations, u0, cfg, progress_bar: bool, mesh) -> MCMCResult:

@@ -84,7 +84,8 @@ def _program(key, kernel: Kernel, model, args, observations, traces, settings: _
     traces = sharding.shard(mesh, traces, chains)
     _, (draws, stats) = jax.lax.scan(body, traces, (jnp.arange(total), jax.random.split(key, total)))
     # (iteration, chain, ...) -> (chain, draw, ...), warm-up dropped
-    return sharding.shard(mesh, jax.tree.map(lambda x: jnp.swapaxes(x[num_warmup:], 0, 1), (draws, stats)), chains)
+    kept = jax.tree.map(lambda x: jnp.swapaxes(x[num_warmup:], 0, 1), (draws, stats))
+    return sharding.readable(mesh, sharding.shard(mesh, kept, chains))
 
 
 def run(
