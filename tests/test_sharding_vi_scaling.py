@@ -3,10 +3,15 @@
 
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
+import jax
 import pytest
+
+import ppl
+from inference.scaling import bench
 
 VI = r'''
 import re
@@ -103,3 +108,16 @@ def test_vi_samples_on_4_and_8_devices_and_questions_on_4_match_one_device():
 def test_every_scaling_method_with_questions_on_8_devices_matches_one_device():
     out = _run(SCALING, "pf,pgibbs,beam,weighted", "8")
     assert "scaling ok" in out, out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--devices", "2", "--problems", "3"], r"--devices 2: --batch \(2\) and --problems \(3\) must be multiples of it"),
+    (["--devices", "2", "--batch", "3"], r"--devices 2: --batch \(3\) and --problems \(10\) must be multiples of it"),
+    (["--devices", str(jax.device_count() + 1), "--problems", str(jax.device_count() + 1)],
+     "set XLA_FLAGS=--xla_force_host_platform_device_count=" + str(jax.device_count() + 1)),
+])
+def test_bench_devices_are_checked_before_the_model_loads(argv, message, capsys, monkeypatch):
+    monkeypatch.setattr(ppl.lm, "load", lambda *a, **k: pytest.fail("the model was loaded"))
+    with pytest.raises(SystemExit):
+        bench.main(argv)
+    assert re.search(message, capsys.readouterr().err)
