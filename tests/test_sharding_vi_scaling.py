@@ -38,16 +38,15 @@ key = jax.random.key(0)
 close = lambda a, b: jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6), a, b)
 # one run a device: each device's run is the one device's, and the mean of 4 adds them in the same order
 assert elbo.estimate(key, params, obs, num_samples=4) == elbo.estimate(key, params, obs, num_samples=4, mesh=4)
-for devices in (4, 8):  # more runs a device: the cross-device sum adds them in another order
-    close(elbo.value_and_grad(key, params, obs, num_samples=16),
-          elbo.value_and_grad(key, params, obs, num_samples=16, mesh=devices))
+gradient = {mesh: jax.jit(lambda p, mesh=mesh: elbo.value_and_grad(key, p, obs, num_samples=16, mesh=mesh))
+            for mesh in (None, 4)}
+close(gradient[None](params), gradient[4](params))  # 4 runs a device: the sum over devices adds in another order
+assert "all-reduce" in gradient[4].lower(params).compile().as_text()  # the gradient is summed across devices
 fits = [vi.fit(jax.random.key(1), elbo, params, obs, optimizer=optax.adam(0.05), steps=30, num_samples=16,
                progress_bar=False, mesh=mesh) for mesh in (None, 8)]
 close(fits[0].params, fits[1].params)
 close(fits[0].values, fits[1].values)
 assert len(fits[1].params["loc"].sharding.device_set) == 8 and fits[1].params["loc"].sharding.is_fully_replicated
-step = jax.jit(lambda p: elbo.value_and_grad(key, p, obs, num_samples=16, mesh=8))
-assert "all-reduce" in step.lower(params).compile().as_text()  # the gradient is summed across devices
 for bad, error in ((dict(num_samples=12, mesh=8), "num_samples \(12\) must be a multiple"),
                    (dict(num_samples=8, mesh=16), "asks for 16 devices")):
     try:
