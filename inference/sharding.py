@@ -17,8 +17,9 @@ driver calls `gather` or `take`, which move them by collectives inside `jax.shar
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Callable
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,7 +27,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from . import ring
 
-__all__ = ["axis", "check_size", "gather", "mesh_of", "readable", "replicate", "shard", "size", "take"]
+__all__ = ["axis", "blockwise", "check_size", "gather", "mesh_of", "readable", "replicate", "shard", "size",
+           "take"]
 
 FORCE_CPU_DEVICES = "XLA_FLAGS=--xla_force_host_platform_device_count=8"
 """How a CPU-only machine gets several (virtual) devices: set before JAX starts."""
@@ -81,10 +83,24 @@ def shard(mesh: Mesh | None, tree: Any, count: int) -> Any:
 
 
 def replicate(mesh: Mesh | None, tree: Any) -> Any:
-    """A full copy of every leaf on every device."""
+    """A full copy of every array of `tree` on every device (its other leaves, such as a module's functions, kept)."""
     if mesh is None:
         return tree
-    return jax.lax.with_sharding_constraint(tree, NamedSharding(mesh, PartitionSpec()))
+    arrays, others = eqx.partition(tree, eqx.is_array)
+    return eqx.combine(jax.lax.with_sharding_constraint(arrays, NamedSharding(mesh, PartitionSpec())), others)
+
+
+def blockwise(mesh: Mesh | None, fn: Callable) -> Callable:
+    """`fn`, vectorised over the leading axis of every argument and output, run by each device on its own block.
+
+    Inside `jax.shard_map` a device's loops end when its own entries are done: a vectorised `while_loop` partitioned by
+    XLA instead waits at every iteration for the longest-running entry of any device (NUTS trees, say).
+    """
+    if mesh is None:
+        return fn
+    blocks = PartitionSpec(axis(mesh))
+    # no replication checks: each block is independent of the others by construction
+    return jax.shard_map(fn, mesh=mesh, in_specs=blocks, out_specs=blocks, check_vma=False)
 
 
 def readable(mesh: Mesh | None, tree: Any) -> Any:

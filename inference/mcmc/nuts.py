@@ -104,7 +104,7 @@ def _iterate(states, n, model, args, observations, u0, cfg, size: int, mesh):
 
     def body(i, carry):
         states, record = carry
-        states = sharding.shard(mesh, jax.vmap(sample_kernel)(states), z0.shape[0])
+        states = sharding.blockwise(mesh, jax.vmap(sample_kernel))(states)
         return states, jax.tree.map(lambda buffer, x: buffer.at[i].set(x), record, _draw(states))
 
     record = jax.tree.map(lambda x: jnp.zeros((size, *x.shape), x.dtype), _draw(states))

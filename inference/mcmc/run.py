@@ -76,8 +76,7 @@ def _program(key, kernel: Kernel, model, args, observations, traces, settings: _
 
     def body(traces, inputs):
         i, key = inputs
-        traces, info = jax.vmap(transition)(jax.random.split(key, chains), traces)
-        traces = sharding.shard(mesh, traces, chains)
+        traces, info = sharding.blockwise(mesh, jax.vmap(transition))(jax.random.split(key, chains), traces)
         tick(i)
         return traces, (latents(traces.choices, observations), info._asdict())
 

@@ -89,7 +89,7 @@ def _chunk(objective: Objective, optimizer, state: _State | Any, key, args, step
         state = _initial_state(optimizer, state)
 
     def one(state: _State, i):
-        state = _replicated(mesh, state)  # every device steps the same parameters with the all-reduced gradient
+        state = sharding.replicate(mesh, state)  # every device steps the same parameters with the all-reduced gradient
         if baseline == "ema":  # bias-corrected, so the first steps are not pulled towards zero
             b = jnp.where(state.step > 0, state.baseline / (1.0 - decay ** jnp.maximum(state.step, 1)), 0.0)
         else:
@@ -105,17 +105,11 @@ def _chunk(objective: Objective, optimizer, state: _State | Any, key, args, step
         ok = jnp.isfinite(value) & jnp.all(finite)
         return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, state), (value, finite)
 
-    final, outputs = jax.lax.scan(one, _replicated(mesh, state), steps)
+    final, outputs = jax.lax.scan(one, sharding.replicate(mesh, state), steps)
     if careful:
         return final, outputs
     finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in [outputs, *jax.tree.leaves(final.params)]]))
     return final, outputs, finite
-
-
-def _replicated(mesh, tree):
-    """`tree`'s arrays copied whole to every device of `mesh`; its other leaves (an equinox module's functions) kept."""
-    arrays, others = eqx.partition(tree, eqx.is_array)
-    return eqx.combine(sharding.replicate(mesh, arrays), others)
 
 
 def _save(path, state: _State, values: np.ndarray) -> None:
