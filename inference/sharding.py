@@ -70,7 +70,7 @@ def check_size(mesh: Mesh | None, count: int, name: str) -> None:
     if count % size(mesh):
         d = size(mesh)
         raise ValueError(f"{name} ({count}) must be a multiple of the mesh's {d} devices, each holding {name} / {d}: "
-                         f"use {name}={-(-count // d) * d}, or a mesh of a divisor of {count} devices")
+                         f"use {name}={-(-count // d) * d}, or a mesh whose device count divides {count}")
 
 
 def shard(mesh: Mesh | None, tree: Any, count: int) -> Any:
