@@ -20,7 +20,7 @@ from jax.scipy.special import logsumexp
 
 import ppl
 
-from . import inputs, resampling
+from . import inputs, resampling, sharding
 from ._jit import jit
 from .draws import Posterior
 from .progress import advance, progress, tracing
@@ -38,9 +38,10 @@ class ImportanceResult(WeightedParticles):
         return logsumexp(self.log_weights) - jnp.log(self.log_weights.shape[0])
 
 
-def _particles(key, model, args, observations, proposal, proposal_args, n_particles: int, progress_bar: bool):
+def _particles(key, model, args, observations, proposal, proposal_args, n_particles: int, progress_bar: bool, mesh):
     """Every particle's trace and log weight: one `vmap` over the particles, or, with the bar, chunks of them in a
-    loop with a callback after each (each particle draws from its own stream, so the numbers are the same)."""
+    loop with a callback after each (each particle draws from its own stream, so the numbers are the same). Under a
+    mesh each device computes its own block of particles (its chunks of them, with the bar)."""
 
     def one(i):
         stream = ppl.Streams(key, i)  # all particles share the key, each draws from its own stream
@@ -52,18 +53,22 @@ def _particles(key, model, args, observations, proposal, proposal_args, n_partic
         return tr, w - q.score
 
     if not progress_bar:
-        return jax.vmap(one)(jnp.arange(n_particles))
-    size = -(-n_particles // 100)  # about 100 chunks, so about 100 updates of the bar
-    n_chunks = -(-n_particles // size)  # the last one padded with particles that are dropped
+        return sharding.shard(mesh, jax.vmap(one)(sharding.shard(mesh, jnp.arange(n_particles), n_particles)),
+                              n_particles)
+    d = sharding.size(mesh)
+    per_device = n_particles // d
+    size = -(-per_device // 100)  # about 100 chunks, so about 100 updates of the bar
+    n_chunks = -(-per_device // size)  # the last one padded with particles that are dropped
 
     def chunk(c):
-        out = jax.vmap(one)(c * size + jnp.arange(size))
-        advance(jnp.minimum((c + 1) * size, n_particles), n_particles)
+        ids = sharding.shard(mesh, jnp.arange(d)[:, None] * per_device + c * size + jnp.arange(size), d)
+        out = jax.vmap(jax.vmap(one))(ids)
+        advance(jnp.minimum((c + 1) * size, per_device) * d, n_particles)
         return out
 
-    chunks = jax.lax.map(chunk, jnp.arange(n_chunks))
-    traces, log_w = jax.tree.map(lambda x: x.reshape(n_chunks * size, *x.shape[2:])[:n_particles], chunks)
-    return traces, log_w
+    chunks = jax.lax.map(chunk, jnp.arange(n_chunks))  # (chunk, device, particle, ...)
+    return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1).reshape(d, n_chunks * size, *x.shape[3:])[:, :per_device]
+                        .reshape(n_particles, *x.shape[3:]), chunks)
 
 
 _compiled_particles = jit(_particles)
@@ -78,8 +83,15 @@ def run(
     proposal: ppl.GenFn | None = None,
     proposal_args: tuple = (),
     progress_bar: bool = False,
+    mesh: jax.sharding.Mesh | int | None = None,
 ) -> ImportanceResult:
     """Importance sampling with `n_particles` particles (see the module docstring).
+
+    `mesh` splits the particles across devices (`inference.sharding`: a one-axis `jax.sharding.Mesh` or a device
+    count; `n_particles` a multiple of it): each device computes its own, with no communication, and the result's
+    traces and weights stay sharded. They are one device's numbers where XLA compiles a device's batch of particles
+    as it compiles all N (the bar's chunks it may vectorise otherwise: then to float32 rounding); log Ẑ, a sum over
+    particles, to float32 rounding.
 
     `progress_bar` shows a tqdm bar of the particles: they are then computed in about 100 chunks, one
     `vmap` each, with the bar advanced from inside the compiled program after each chunk (the same
@@ -87,10 +99,12 @@ def run(
     """
     args, observations = inputs.model_args(args), inputs.observations(observations)
     n_particles = inputs.count("n_particles", n_particles)
+    mesh = sharding.mesh_of(mesh)
+    sharding.check_size(mesh, n_particles, "n_particles")
     progress_bar = bool(progress_bar) and not tracing(key, args, observations, proposal_args)
     with progress(progress_bar, n_particles, "importance", unit="particle"):
         traces, log_w = _compiled_particles(key, model, args, observations, proposal, proposal_args, n_particles,
-                                            progress_bar)
+                                            progress_bar, mesh)
         if progress_bar:
             jax.block_until_ready(log_w)
     return ImportanceResult(traces, log_w, posterior=Posterior(model, args, observations))

@@ -17,7 +17,8 @@ driver calls `gather` or `take`, which move them by collectives inside `jax.shar
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import equinox as eqx
 import jax

@@ -1,37 +1,69 @@
-"""Particles sharded across devices give the same result as on one device (4 CPU devices)."""
+"""Particles split across devices (`mesh=`) give one device's results: on 4 and 8 forced CPU devices, and in two
+processes on loopback under `jax.distributed`. The checks run in processes of their own (`sharded_checks.py`,
+`multihost_checks.py`): a process cannot change its number of devices once JAX has started."""
 
 import os
 import pathlib
+import socket
 import subprocess
 import sys
 
-SCRIPT = r'''
-import os
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
-import jax, numpy as np
-from jax.sharding import Mesh
-from test_smc import lgssm, FLAGS, OBS
-from inference import smc
+import jax
+import numpy as np
+import pytest
 
-assert len(jax.devices()) == 4, jax.devices()
-mesh = Mesh(np.array(jax.devices()), ("particles",))
-one = smc.run(jax.random.key(0), lgssm, (FLAGS,), OBS, 1024, ess_threshold=0.8)
-sharded = smc.run(jax.random.key(0), lgssm, (FLAGS,), OBS, 1024, ess_threshold=0.8, mesh=mesh,
-                  cumulative_weights="gathered")
-assert len(sharded.log_weights.sharding.device_set) == 4
-assert len(sharded.choices["steps"]["x"].sharding.device_set) == 4
-assert int(one.info.resampled.sum()) > 3  # resampling crossed shards
-np.testing.assert_array_equal(np.asarray(one.info.resampled), np.asarray(sharded.info.resampled))
-np.testing.assert_array_equal(np.asarray(one.choices["steps"]["x"]), np.asarray(sharded.choices["steps"]["x"]))
-# sums over particles are reduced per shard first: equal up to float32 rounding
-np.testing.assert_allclose(np.asarray(one.log_weights), np.asarray(sharded.log_weights), rtol=1e-5, atol=1e-5)
-np.testing.assert_allclose(float(one.log_marginal_likelihood()), float(sharded.log_marginal_likelihood()), rtol=1e-6)
-print("sharded ok")
-'''
+from inference import sharding, smc
+
+TESTS = pathlib.Path(__file__).resolve().parent
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent), os.environ.get("PYTHONPATH", "")])}
+ENV.pop("XLA_FLAGS", None)  # each check sets its own device count
+
+# what the default suite runs on each device count (about 40 s of CPU in all); the slow tests run the rest
+FAST = {4: ["smc", "schemes", "islands", "csmc", "importance", "errors"], 8: ["smc", "islands"]}
+SLOW = {4: ["tempering", "paris", "island_evidence"],
+        8: ["schemes", "csmc", "importance", "errors", "tempering", "paris", "island_evidence"]}
 
 
-def test_sharded_particles_match_one_device():
-    tests = pathlib.Path(__file__).resolve().parent
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests), str(tests.parent), os.environ.get("PYTHONPATH", "")])}
-    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, cwd=tests, check=False)
-    assert out.returncode == 0 and "sharded ok" in out.stdout, out.stdout + out.stderr
+def _checks(devices: int, names: list[str]) -> None:
+    out = subprocess.run([sys.executable, "sharded_checks.py", str(devices), *names], env=ENV, cwd=TESTS,
+                         capture_output=True, text=True, timeout=900, check=False)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stdout[-3000:] + out.stderr[-5000:]
+
+
+@pytest.mark.parametrize("devices", [4, 8])
+def test_particle_drivers_match_one_device(devices):
+    _checks(devices, FAST[devices])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("devices", [4, 8])
+def test_more_particle_drivers_match_one_device(devices):
+    _checks(devices, SLOW[devices])
+
+
+def test_two_processes_match_one_process():
+    """Two processes of 2 CPU devices each, JAX's CPU collectives (gloo) between them: each holds half the particles,
+    and the gathered result is one device's."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    processes = [subprocess.Popen([sys.executable, "multihost_checks.py", str(i), str(port)], env=ENV, cwd=TESTS,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=600) for p in processes]
+    for p, (stdout, stderr) in zip(processes, outs):
+        assert p.returncode == 0 and stdout.strip().endswith("ok"), stdout[-3000:] + stderr[-5000:]
+
+
+def test_mesh_argument_errors_name_the_fix():
+    with pytest.raises(ValueError, match="xla_force_host_platform_device_count"):
+        sharding.mesh_of(len(jax.devices()) + 1)
+    with pytest.raises(ValueError, match="one axis"):
+        sharding.mesh_of(jax.sharding.Mesh(np.array(jax.devices()[:1]).reshape(1, 1), ("a", "b")))
+    with pytest.raises(TypeError, match="Mesh, a device count or None"):
+        sharding.mesh_of("gpu")
+    with pytest.raises(ValueError, match="n_particles \\(10\\) must be a multiple .* use n_particles=12"):
+        sharding.check_size(jax.sharding.Mesh(np.array(jax.devices()[:1] * 4), ("p",)), 10, "n_particles")
+    with pytest.raises(ValueError, match="resampling_scope='island' .* needs mesh="):
+        smc.SMCConfig(8, resampling_scope="island")
+    with pytest.raises(ValueError, match="cumulative_weights"):
+        smc.SMCConfig(8, cumulative_weights="psum")

@@ -314,6 +314,7 @@ def paris(
     ess_threshold: float = 0.5,
     log_density_bound: Callable[[Any, Any], jax.Array] | None = None,
     n_proposals: int = 16,
+    mesh: jax.sharding.Mesh | int | None = None,
 ) -> PaRISResult:
     """The PaRIS smoother of an additive functional Σ_t h(carry_{t-1}, carry_t) over `model`'s `ppl.scan`.
 
@@ -336,6 +337,11 @@ def paris(
             log density): backward indices are then drawn by accept-reject, O(N K) expected a step, instead of
             from all N densities. None: exact draws, O(N²) a step.
         n_proposals: accept-reject tries of a draw before its exact draw takes over.
+        mesh: the devices to split the particles across, as in `smc.run` (its filter and resampling are
+            `smc.run`'s). Each device draws the backward indices of its own new particles; their densities need
+            every previous particle, which XLA gathers on each device (N previous particles a device, as the
+            O(N²) exact draws need anyway). The statistics and the weights are one device's (to the filter's
+            agreement, see `smc.run`); the estimate, a sum over particles, to float32 rounding.
 
     Returns:
         A `PaRISResult`: `.estimate` (the smoothed expectation, a pytree like `functional`'s value), the final
@@ -344,7 +350,7 @@ def paris(
     """
     backward = backward_settings(functional, n_backward, log_density_bound, n_proposals)
     config = SMCConfig.of(n_particles, ess_threshold, resampling_scheme=resampling_scheme, record="none",
-                          proposal=proposal)
+                          proposal=proposal, mesh=mesh)
     res = _paris_program(key, model, inputs.model_args(args), inputs.observations(observations), functional,
                          backward, config)
     check_bound(res.bound_exceeded)

@@ -107,7 +107,7 @@ def _csmc_program(key, model, args, observations, reference, config: SMCConfig) 
 def _swap(mesh, tree, slot):
     """`tree` with its entries 0 and `slot` swapped (two entries move, whichever devices hold them)."""
     both = sharding.take(mesh, tree, jnp.stack([jnp.zeros_like(slot), slot]))
-    first, other = (jax.tree.map(lambda x: x[i], both) for i in (0, 1))
+    first, other = jax.tree.map(lambda x: x[0], both), jax.tree.map(lambda x: x[1], both)
     return set_slot(set_slot(tree, slot, first), 0, other)
 
 
@@ -123,9 +123,9 @@ def run(
     rejuvenation: Kernel | None = None,
     return_traces: bool | Literal["history"] = True,
     mesh: jax.sharding.Mesh | int | None = None,
-    progress_bar: bool = False,
     resampling_scope: Scope = "global",
     cumulative_weights: CumulativeWeights = "prefix_sum",
+    progress_bar: bool = False,
 ) -> SMCResult:
     """Sequential Monte Carlo over the steps of `model`'s `ppl.scan` (`smc.init` and `smc.step`, looped).
 
@@ -148,23 +148,25 @@ def run(
         mesh: the devices to split the particles across (`inference.sharding`): a one-axis `jax.sharding.Mesh`
             (under `jax.distributed`, over every process's devices) or a device count; N must be a multiple of
             their number. Each device extends its own particles, and resampling draws across all of them by
-            collectives (`inference.sharded_resampling`). The results are sharded the same way.
-        progress_bar: a tqdm bar of the steps, advanced from inside the compiled program (about 100 updates
-            at most; its total, the scan's length, appears with the first). Off by default because `run` is a
-            building block that other loops call many times (particle Gibbs, inference-time scaling); under a
-            caller's `jit` or `vmap` no bar is shown. A run with the bar off compiles no callback at all.
+            collectives (`inference.sharded_resampling`); the results stay split the same way. A particle draws
+            from its own stream of the key wherever it is, so a run is one device's but for float32 rounding:
+            sums over particles (log Ẑ, the ESS) are summed in another order, and XLA may compile a device's loop
+            over N / D particles otherwise than one over N (a density can differ in its last bit).
         resampling_scope: under a mesh, "global" resamples among all N particles; "island" resamples each device's
             particles among themselves, which moves no particle between devices, and resamples globally only when
             the devices' total weights have grown apart (their ESS below `ess_threshold` times the number of
             devices). Log Ẑ stays unbiased; its variance grows with fewer global exchanges (see
             `inference.sharded_resampling`).
         cumulative_weights: under a mesh, how resampling finds the cumulative weights of the N particles.
-            "prefix_sum": each device sums its own and the devices exchange their D totals; the draws are one
-            device's but where float32 rounding of the sums, made in another order, moves a draw to a neighbouring
-            particle, which becomes likely from a few thousand particles on (and one different draw makes the rest
-            of the run differ). "gathered": every device gathers the N weights (N floats) and draws as one device
-            does, so the run is one device's, bit for bit, but for sums over particles (log Ẑ, the ESS), which
-            agree to float32 rounding.
+            "prefix_sum": each device sums its own and the devices exchange their D totals (O(D) values); the draws
+            are one device's but where the rounding of sums made in another order moves a draw to a neighbouring
+            particle, which becomes likely from a few thousand particles on, and one different draw makes the rest
+            of the run differ. "gathered": every device gathers the N weights (N floats a device) and draws exactly
+            what one device draws from them.
+        progress_bar: a tqdm bar of the steps, advanced from inside the compiled program (about 100 updates
+            at most; its total, the scan's length, appears with the first). Off by default because `run` is a
+            building block that other loops call many times (particle Gibbs, inference-time scaling); under a
+            caller's `jit` or `vmap` no bar is shown. A run with the bar off compiles no callback at all.
     """
     args, observations = inputs.model_args(args), inputs.observations(observations)
     progress_bar = bool(progress_bar) and not tracing(key, args, observations)

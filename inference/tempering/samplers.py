@@ -11,10 +11,11 @@ from jax.scipy.special import logsumexp
 
 import ppl
 
-from .. import inputs, resampling
+from .. import inputs, resampling, sharding
 from ..draws import Posterior, with_posterior
 from ..mcmc.kernels import Kernel
 from ..progress import advance, progress, progress_callback, shown
+from ..sharded_resampling import resample
 from .moves import AdaptiveHMC, KernelMoves, MoveReport
 from .result import POOR_ACCEPTANCE, TemperingResult, warn_on_poor_moves
 
@@ -29,6 +30,8 @@ class _Settings(NamedTuple):
     target_ess: float = 0.5
     max_stages: int = 0
     """Advance the current `inference.progress` bar from inside the program (β for `temper`, stages for `anneal`)."""
+    mesh: jax.sharding.Mesh | None = None
+    """The devices the particles are split across (`inference.sharding`)."""
 
 
 def _next_beta(beta, log_lik, target_ess, n_bisect: int = 40):
@@ -51,9 +54,18 @@ def _next_beta(beta, log_lik, target_ess, n_bisect: int = 40):
 def _resample_and_move(key, settings: _Settings, move, gen_fn, traces, log_w, args, step_size):
     """Resample by `log_w` (N, or M for waste-free) and move under `gen_fn`: (traces, report, next step size)."""
     k_res, k_move = jax.random.split(key)
-    ancestors = resampling.get(settings.scheme)(k_res, log_w, settings.resampled)
-    resampled = jax.tree.map(lambda x: x[ancestors], traces)
-    return move(k_move, gen_fn, resampled, args, step_size, settings.resampled < settings.n_particles)
+    resampled = resample(k_res, log_w, traces, settings.scheme, settings.mesh, settings.resampled).tree
+    traces, report, step_size = move(k_move, gen_fn, resampled, args, step_size,
+                                     settings.resampled < settings.n_particles)
+    return sharding.shard(settings.mesh, traces, settings.n_particles), report, step_size
+
+
+def _initial(key, model, observations, args, settings: _Settings):
+    """The particles from the prior (the first target), each from its own stream of `key`: (traces, log weights)."""
+    n = settings.n_particles
+    ids = sharding.shard(settings.mesh, jnp.arange(n), n)
+    return sharding.shard(settings.mesh, jax.vmap(lambda i: model.generate(ppl.Streams(key, i), observations,
+                                                                            *args))(ids), n)
 
 
 def _stuck(report: MoveReport, move) -> jax.Array:
@@ -81,7 +93,7 @@ def _temper(key, model, args, observations, settings: _Settings, move, show):
         return model.project(tr, obs_selection)
 
     k_init, k_stages = jax.random.split(key)
-    traces, log_lik = jax.vmap(lambda i: model.generate(ppl.Streams(k_init, i), observations, *args))(jnp.arange(n))
+    traces, log_lik = _initial(k_init, model, observations, args, settings)
 
     def more(state):
         i, _, _, beta, _, failed, _, _, _ = state
@@ -129,15 +141,18 @@ def _move(observations, selection, kernel, n_mcmc, max_moves, chain_length):
     return KernelMoves(kernel, 5 if n_moves is None else n_moves)
 
 
-def _settings(n_particles, chain_length, scheme, **rest) -> _Settings:
+def _settings(n_particles, chain_length, scheme, mesh, **rest) -> _Settings:
     n = inputs.count("n_particles", n_particles)
     resampling.get(scheme)
+    mesh = sharding.mesh_of(mesh)
+    sharding.check_size(mesh, n, "n_particles")
     if chain_length is None:
-        return _Settings(n, n, scheme, **rest)
+        return _Settings(n, n, scheme, mesh=mesh, **rest)
     if n % chain_length:
         raise ValueError(f"waste-free SMC keeps M chains of waste_free = P states, N = M P: n_particles ({n}) must "
                          f"be a multiple of waste_free ({chain_length})")
-    return _Settings(n, n // chain_length, scheme, **rest)
+    sharding.check_size(mesh, n // chain_length, "n_particles / waste_free")
+    return _Settings(n, n // chain_length, scheme, mesh=mesh, **rest)
 
 
 def temper(
@@ -155,6 +170,7 @@ def temper(
     max_moves: int = 50,
     waste_free: int | None = None,
     progress_bar: bool = True,
+    mesh: jax.sharding.Mesh | int | None = None,
 ) -> TemperingResult:
     """Adaptive tempering SMC from the prior to the posterior (see `inference.tempering`).
 
@@ -176,6 +192,12 @@ def temper(
         waste_free: P, for waste-free SMC: N / P particles resampled a stage, each moved P - 1 times, every state kept.
         progress_bar: a tqdm bar of the temperature β from 0 to 1 (and the stage), advanced from inside the
             compiled program at every stage; none under a caller's `jit` or `vmap`.
+        mesh: the devices to split the particles across (`inference.sharding`: a one-axis `jax.sharding.Mesh` or a
+            device count; N, and N / P for waste-free SMC, multiples of it). Each device moves its own particles;
+            resampling draws across all of them by collectives (`inference.sharded_resampling`), and the stage's
+            statistics (the ESS that sets β, the particles' variance and acceptance that tune the default HMC) are
+            sums across devices. These sums differ from one device's in float32 rounding, and so, through β and
+            the step size, do the particles: the run matches one device's to rounding, not bit for bit.
 
     Returns:
         A `TemperingResult`; a `TemperingWarning` names the stages whose moves accepted under 10% or left the
@@ -187,7 +209,7 @@ def temper(
     move = _move(observations, selection, kernel, n_mcmc, max_moves, waste_free)
     args = inputs.model_args(args)
     show = shown(progress_bar, key, args, observations)
-    settings = _settings(n_particles, waste_free, resampling_scheme, target_ess=float(target_ess),
+    settings = _settings(n_particles, waste_free, resampling_scheme, mesh, target_ess=float(target_ess),
                          max_stages=inputs.count("max_stages", max_stages))
     with progress(bool(show), 1.0, "temper β"):
         result = _temper(key, model, args, observations, settings, move, show)
@@ -204,7 +226,7 @@ def _anneal(key, model, args_sequence, observations, settings: _Settings, move, 
         return jax.tree.map(lambda x: x[k], args_sequence)
 
     k_init, k_stages, k_last = jax.random.split(key, 3)
-    traces, log_w = jax.vmap(lambda i: model.generate(ppl.Streams(k_init, i), observations, *args_at(0)))(jnp.arange(n))
+    traces, log_w = _initial(k_init, model, observations, args_at(0), settings)
     log_z0 = logsumexp(log_w) - jnp.log(n)
 
     def stage(state, inputs):
@@ -225,8 +247,7 @@ def _anneal(key, model, args_sequence, observations, settings: _Settings, move, 
     keys = jax.random.split(k_stages, n_targets - 1)
     tick = progress_callback(n_targets - 1, show)
     (traces, log_w, log_z, failed, _), (report, stuck) = jax.lax.scan(stage, init, (keys, jnp.arange(1, n_targets)))
-    ancestors = resampling.get(settings.scheme)(k_last, log_w, n)
-    traces = jax.tree.map(lambda x: x[ancestors], traces)
+    traces = resample(k_last, log_w, traces, settings.scheme, settings.mesh).tree
     return _result(traces, log_z, failed, jnp.arange(1, n_targets), n_targets - 1, report, stuck)
 
 
@@ -243,13 +264,15 @@ def anneal(
     max_moves: int = 50,
     waste_free: int | None = None,
     progress_bar: bool = True,
+    mesh: jax.sharding.Mesh | int | None = None,
 ) -> TemperingResult:
     """SMC through the targets `model(*args_k)`, k = 0..K (arrays in `args_sequence` stacked on axis 0).
 
     Each stage resamples, moves the particles under target k - 1 (the moves, `kernel`, `n_mcmc`, `max_moves`,
     `selection` and `waste_free` as in `temper`), and weighs them by target k over target k - 1 (the `update`
     weight); the final particles are resampled to equal weight. `progress_bar` shows a tqdm bar of the K stages,
-    advanced from inside the compiled program (none under a caller's `jit` or `vmap`).
+    advanced from inside the compiled program (none under a caller's `jit` or `vmap`). `mesh` splits the particles
+    across devices, as in `temper`.
     """
     leaves = jax.tree.leaves(args_sequence)
     if not leaves or len({leaf.shape[0] for leaf in leaves}) != 1:
@@ -258,7 +281,7 @@ def anneal(
     move = _move(observations, selection, kernel, n_mcmc, max_moves, waste_free)
     args_sequence = inputs.model_args(args_sequence)
     show = shown(progress_bar, key, args_sequence, observations)
-    settings = _settings(n_particles, waste_free, resampling_scheme)
+    settings = _settings(n_particles, waste_free, resampling_scheme, mesh)
     with progress(bool(show), leaves[0].shape[0] - 1, "anneal", unit="stage"):
         result = _anneal(key, model, args_sequence, observations, settings, move, show)
     warn_on_poor_moves(result)

@@ -1,0 +1,46 @@
+"""One of two processes that run `smc.run` on a mesh over both processes' devices (2 forced CPU devices each, JAX's CPU
+collectives between them), against the same run on this process's first device alone.
+
+`python multihost_checks.py PROCESS_ID PORT` (tests/test_sharding.py starts both on loopback) prints "ok".
+"""
+
+import os
+import sys
+
+if __name__ == "__main__":  # before JAX starts
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+
+def main(process: int, port: int) -> None:
+    jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=process,
+                               initialization_timeout=120)
+    # after initialize: these imports make arrays, which starts JAX's backend
+    from sharded_checks import FLAGS, OBS, close, same
+
+    from inference import smc
+    from testbed.lgssm import lgssm
+
+    assert jax.process_count() == 2 and len(jax.devices()) == 4 and len(jax.local_devices()) == 2
+    mesh = jax.sharding.Mesh(np.array(jax.devices()), ("particles",))
+    n = 256
+    one = smc.run(jax.random.key(0), lgssm, (FLAGS,), OBS, n, ess_threshold=0.8)  # on this process's first device
+    for cumulative in ("gathered", "prefix_sum"):
+        many = smc.run(jax.random.key(0), lgssm, (FLAGS,), OBS, n, ess_threshold=0.8, mesh=mesh,
+                       cumulative_weights=cumulative)
+        # this process holds half the particles: the blocks of its two devices
+        mine = [i for i, device in enumerate(mesh.devices) if device.process_index == process]
+        held = sorted((shard.index[0].start, shard.data.shape[0]) for shard in many.log_weights.addressable_shards)
+        assert held == [(i * n // 4, n // 4) for i in mine], held
+        ancestors, choices, log_w = multihost_utils.process_allgather(
+            (many.history.ancestors, many.choices, many.log_weights), tiled=True)
+        same((one.history.ancestors, one.choices), (ancestors, choices), cumulative)
+        close((one.log_weights, one.log_marginal_likelihood()), (log_w, many.log_marginal_likelihood()), cumulative)
+    print("ok", flush=True)
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), int(sys.argv[2]))
