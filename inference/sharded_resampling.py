@@ -96,6 +96,9 @@ def resample(key: jax.Array, log_weights: jax.Array, tree: Any, scheme: resampli
     """
     resampling.get(scheme)  # names the valid schemes
     n = log_weights.shape[0] if n is None else n
+    if scope == "island" and n != log_weights.shape[0]:
+        raise ValueError(f"island resampling keeps each device's particles: it draws N = {log_weights.shape[0]}, "
+                         f"not n = {n}")
     if mesh is None:
         ancestors = resampling.get(scheme)(key, log_weights, n)
         return Resampled(jax.tree.map(lambda x: x[ancestors], tree), ancestors, jnp.zeros(n),

@@ -1,5 +1,6 @@
 """One of two processes that run `smc.run` on a mesh over both processes' devices (2 forced CPU devices each, JAX's CPU
-collectives between them), against the same run on this process's first device alone.
+collectives between them; resampling by the prefix sum across devices), against the same run on this process's first
+device alone.
 
 `python multihost_checks.py PROCESS_ID PORT` (tests/test_sharding.py starts both on loopback) prints "ok".
 """
@@ -28,17 +29,15 @@ def main(process: int, port: int) -> None:
     mesh = jax.sharding.Mesh(np.array(jax.devices()), ("particles",))
     n = 256
     one = smc.run(jax.random.key(0), lgssm, (FLAGS,), OBS, n, ess_threshold=0.8)  # on this process's first device
-    for cumulative in ("gathered", "prefix_sum"):
-        many = smc.run(jax.random.key(0), lgssm, (FLAGS,), OBS, n, ess_threshold=0.8, mesh=mesh,
-                       cumulative_weights=cumulative)
-        # this process holds half the particles: the blocks of its two devices
-        mine = [i for i, device in enumerate(mesh.devices) if device.process_index == process]
-        held = sorted((shard.index[0].start, shard.data.shape[0]) for shard in many.log_weights.addressable_shards)
-        assert held == [(i * n // 4, n // 4) for i in mine], held
-        ancestors, choices, log_w = multihost_utils.process_allgather(
-            (many.history.ancestors, many.choices, many.log_weights), tiled=True)
-        same((one.history.ancestors, one.choices), (ancestors, choices), cumulative)
-        close((one.log_weights, one.log_marginal_likelihood()), (log_w, many.log_marginal_likelihood()), cumulative)
+    many = smc.run(jax.random.key(0), lgssm, (FLAGS,), OBS, n, ess_threshold=0.8, mesh=mesh)
+    # this process holds half the particles: the blocks of its two devices
+    mine = [i for i, device in enumerate(mesh.devices) if device.process_index == process]
+    held = sorted((shard.index[0].start, shard.data.shape[0]) for shard in many.log_weights.addressable_shards)
+    assert held == [(i * n // 4, n // 4) for i in mine], held
+    ancestors, choices, log_w = multihost_utils.process_allgather(
+        (many.history.ancestors, many.choices, many.log_weights), tiled=True)
+    same((one.history.ancestors, one.choices), (ancestors, choices), "two processes")
+    close((one.log_weights, one.log_marginal_likelihood()), (log_w, many.log_marginal_likelihood()), "two processes")
     print("ok", flush=True)
 
 

@@ -54,6 +54,16 @@ def test_two_processes_match_one_process():
         assert p.returncode == 0 and stdout.strip().endswith("ok"), stdout[-3000:] + stderr[-5000:]
 
 
+def test_a_mesh_of_one_device_runs_the_collectives_as_one_device():
+    """The sharded programs (shard_map, the ring, the prefix sum) on this process's one device."""
+    from sharded_checks import FLAGS, OBS, lgssm
+
+    one = smc.run(jax.random.key(0), lgssm, (FLAGS,), OBS, 64, ess_threshold=0.8)
+    mesh = smc.run(jax.random.key(0), lgssm, (FLAGS,), OBS, 64, ess_threshold=0.8, mesh=1)
+    np.testing.assert_array_equal(one.history.ancestors, mesh.history.ancestors)
+    np.testing.assert_array_equal(one.choices["steps"]["x"], mesh.choices["steps"]["x"])
+
+
 def test_mesh_argument_errors_name_the_fix():
     with pytest.raises(ValueError, match="xla_force_host_platform_device_count"):
         sharding.mesh_of(len(jax.devices()) + 1)
