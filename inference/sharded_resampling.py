@@ -169,7 +169,7 @@ def _points(scheme: str, slots: jax.Array, n: int, per_slot: Any, shared: Any, a
 
 
 def _prefix_summed(key, log_weights, tree, per_slot, shared, *, scheme: str, n: int, axis: str):
-    """Global resampling by a prefix sum across devices (steps 1-5 of the module docstring)."""
+    """Global resampling by a prefix sum across devices (steps 1-4 of the module docstring, then the ring)."""
     del key  # the scheme's random numbers were drawn outside, as one device draws them
     d, me = jax.lax.axis_size(axis), jax.lax.axis_index(axis)
     block_size, m = log_weights.shape[0], n // d
