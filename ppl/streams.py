@@ -181,4 +181,5 @@ def as_key(key) -> jax.Array:
 def unused_key() -> jax.Array:
     """A key for a call whose every address is given, which never draws from it. Made on first use: made at import,
     it would start JAX's backend, 50 ms of `import ppl`."""
-    return jax.random.key(0)
+    with jax.ensure_compile_time_eval():  # a first use inside a trace must cache a value, not that trace's tracer
+        return jax.random.key(0)

@@ -102,3 +102,17 @@ def test_a_stream_is_a_key_for_the_gfi_but_not_other_objects():
     assert np.isfinite(tr.score)
     with pytest.raises(ppl.ModelError, match="PRNG key"):
         inner.simulate(3, 0.0)
+
+
+def test_unused_key_first_made_inside_a_trace_is_a_value():
+    """`unused_key` is cached on first use; made first inside `jit`, it must cache a key, not the trace's tracer
+    (which later calls would leak). A fresh process, so that this is the first use."""
+    import subprocess
+    import sys
+
+    code = ("import jax\nfrom ppl import streams\n"
+            "jax.jit(lambda x: jax.random.key_data(streams.unused_key()).sum() + x)(1)\n"
+            "assert not isinstance(streams.unused_key(), jax.core.Tracer)\n"
+            "print(jax.random.key_data(streams.unused_key()) + 1)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
