@@ -1,4 +1,4 @@
-"""The particle drivers under `mesh=` against one device, in a process of its own with D forced CPU devices.
+"""The particle and chain drivers under `mesh=` against one device, in a process of its own with D forced CPU devices.
 
 `python sharded_checks.py D [check ...]` runs the named checks (all by default) and prints "ok"; tests/test_sharding.py
 runs it for D = 4 and 8, because a process cannot change its number of devices once JAX has started.
@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import ppl
-from inference import importance, sharded_resampling, sharding, smc, tempering
+from inference import importance, mcmc, pgibbs, sharded_resampling, sharding, smc, tempering
 from inference.mcmc import kernels
 from ppl import dist
 from testbed import oracles
@@ -146,6 +146,40 @@ def check_tempering(mesh, d):
         same((one.choices, one.n_stages), (many.choices, many.n_stages), name)
         close((one.schedule, one.log_marginal), (many.schedule, many.log_marginal), name)
         split(many.choices, d, name)
+
+
+def check_chains(mesh, d):
+    """`mcmc.nuts` (no warm-up: adaptation's sums may round otherwise per block) and `pgibbs.run`: 2 chains a device,
+    one device's draws bit for bit; a chain count that does not split is refused."""
+    obs, masks = {"y": jnp.linspace(-1.0, 2.0, 6)}, jnp.ones(6, bool)
+    runs = {"nuts": lambda mesh: mcmc.nuts(jax.random.key(11), normal_mean, (masks,), obs, num_chains=2 * d,
+                                           num_warmup=0, num_samples=20, progress_bar=False, check_convergence=False,
+                                           mesh=mesh),
+            "pgibbs": lambda mesh: pgibbs.run(jax.random.key(12), lgssm, (FLAGS,), OBS, 4, num_samples=10,
+                                              num_chains=2 * d, progress_bar=False, check_convergence=False,
+                                              mesh=mesh)}
+    for name, run in runs.items():
+        many = run(mesh)
+        same(run(None).samples, many.samples, name)
+        split(many.samples, d, name)
+    try:
+        mcmc.run(jax.random.key(0), kernels.mh(ppl.sel("mu")), normal_mean, (masks,), obs, 2, num_chains=2 * d + 1,
+                 mesh=mesh)
+    except ValueError as e:
+        assert f"num_chains={3 * d}" in str(e), e
+    else:
+        raise AssertionError("a chain count that does not split was accepted")
+
+
+def check_hmc_chains(mesh, d):
+    """`mcmc.run` with HMC: one device's draws to 1e-4 after 30 draws (XLA fuses a device's leapfrog loop over its
+    block otherwise than the one over all chains, and it rounds differently in the last bit)."""
+    kernel = kernels.hmc(ppl.sel("mu"), 0.1, 5)
+    obs, masks = {"y": jnp.linspace(-1.0, 2.0, 6)}, jnp.ones(6, bool)
+    one, many = (mcmc.run(jax.random.key(13), kernel, normal_mean, (masks,), obs, 30, num_chains=2 * d,
+                          progress_bar=False, check_convergence=False, mesh=m).samples for m in (None, mesh))
+    np.testing.assert_allclose(one["mu"], many["mu"], rtol=1e-4)
+    split(many, d, "hmc chains")
 
 
 def check_paris(mesh, d):

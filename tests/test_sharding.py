@@ -1,5 +1,5 @@
-"""Particles split across devices (`mesh=`) give one device's results: on 4 and 8 forced CPU devices, and in two
-processes on loopback under `jax.distributed`. The checks run in processes of their own (`sharded_checks.py`,
+"""Particles and chains split across devices (`mesh=`) give one device's results: on 4 and 8 forced CPU devices,
+and in two processes on loopback under `jax.distributed`. The checks run in processes of their own (`sharded_checks.py`,
 `multihost_checks.py`): a process cannot change its number of devices once JAX has started."""
 
 import os
@@ -19,9 +19,9 @@ ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent
 ENV.pop("XLA_FLAGS", None)  # each check sets its own device count
 
 # what the default suite runs on each device count (about 40 s of CPU in all); the slow tests run the rest
-FAST = {4: ["smc", "schemes", "islands", "csmc", "importance", "errors"], 8: ["smc", "islands"]}
-SLOW = {4: ["tempering", "paris", "island_evidence"],
-        8: ["schemes", "csmc", "importance", "errors", "tempering", "paris", "island_evidence"]}
+FAST = {4: ["smc", "schemes", "islands", "csmc", "importance", "errors"], 8: ["smc", "islands", "chains"]}
+SLOW = {4: ["tempering", "paris", "island_evidence", "chains", "hmc_chains"],
+        8: ["schemes", "csmc", "importance", "errors", "tempering", "paris", "island_evidence", "hmc_chains"]}
 
 
 def _checks(devices: int, names: list[str]) -> None:
