@@ -11,7 +11,7 @@ import ppl
 
 # Fixed examples (derandomize) so CI is reproducible; no shrinking, since every example compiles.
 SETTINGS = settings(
-    max_examples=15,
+    max_examples=10,
     deadline=None,
     derandomize=True,
     phases=[Phase.explicit, Phase.generate],

@@ -110,6 +110,7 @@ def test_particle_filter_and_beam_search_run_over_http(remote):
         remote.solve(0, problem.question, "sampling", budget=4)
 
 
+@pytest.mark.slow  # particle filtering and beam search over HTTP stay in the default suite
 def test_particle_gibbs_over_http_keeps_a_weighted_lineage(llama_server, remote):
     """Two CSMC sweeps of 4 particles with a plug-in reward (a Python callable): each sweep's trajectory is a
     candidate with equal weight, and every scored step, the reference's included, went through the reward."""
