@@ -54,9 +54,11 @@ __all__ = [
     "conditional_systematic",
     "ess",
     "get",
+    "max_of",
     "metropolis_ancestor_systematic",
     "multinomial",
     "normalize",
+    "prefix_sum",
     "residual",
     "stratified",
     "systematic",
@@ -98,7 +100,7 @@ def ess(log_weights: jax.Array, log_total: jax.Array | None = None) -> jax.Array
     return jnp.where(finite, value, 0.0)
 
 
-def _max(x: jax.Array) -> jax.Array:
+def max_of(x: jax.Array) -> jax.Array:
     """`jnp.max` of a float array, as the largest of its bit patterns read as sortable integers below 4,096
     entries (faster there on a CPU: docs/performance.md). Floats order as their bits do once a negative one's
     magnitude bits are flipped. A positive NaN is the largest.
@@ -122,7 +124,7 @@ def _maxes(*arrays: jax.Array) -> tuple[jax.Array, ...]:
 
 def _rescaled(log_weights: jax.Array) -> jax.Array:
     """`exp(log_weights - max)`: proportional to the weights, largest 1; all zeros (not NaN) if all are -inf."""
-    return _shifted_exp(log_weights, _max(log_weights))
+    return _shifted_exp(log_weights, max_of(log_weights))
 
 
 def _rescaled_each(*log_weights: jax.Array) -> tuple[jax.Array, ...]:
@@ -137,7 +139,7 @@ def _shifted_exp(log_weights: jax.Array, top: jax.Array) -> jax.Array:
 _BLOCK = 32
 
 
-def _prefix_sum(x: jax.Array) -> jax.Array:
+def prefix_sum(x: jax.Array) -> jax.Array:
     """`jnp.cumsum` along the last axis of a float array; on a CPU from 512 entries on, as blocks of 32 summed by
     one triangular matrix product plus a cumsum of the block totals (same rounding error; faster there:
     docs/performance.md). Other platforms keep `jnp.cumsum` (a GPU or TPU matmul may round its inputs).
@@ -162,7 +164,7 @@ def _search(weights: jax.Array, u: jax.Array, cdf: jax.Array | None = None) -> j
     with `W_{i-1} <= u_k < W_i`, where `W` is the normalised CDF; never a zero-weight `i`.
     `cdf`, when the caller has it, is `cumsum(weights)`."""
     n = weights.shape[0]
-    cdf = _prefix_sum(weights) if cdf is None else cdf
+    cdf = prefix_sum(weights) if cdf is None else cdf
     # Rounding can put u * total at or past the last CDF value; those points go to the last particle.
     idx = jnp.minimum(jnp.searchsorted(cdf, u * cdf[-1], side="right"), n - 1)
     # A parallel prefix sum (XLA's cumsum) may round so that a zero weight gets a sliver of the CDF,
@@ -182,7 +184,7 @@ def _sorted_uniforms(key: jax.Array, n: int, count: jax.Array | int | None = Non
     (S_0, ..., S_{m-1}) / S_m is distributed as m sorted uniforms. O(n), unlike sorting.
     Entries from `count` on are meaningless.
     """
-    partial_sums = _prefix_sum(jax.random.exponential(key, (n + 1,)))
+    partial_sums = prefix_sum(jax.random.exponential(key, (n + 1,)))
     return partial_sums[:n] / partial_sums[n if count is None else count]
 
 
@@ -203,7 +205,7 @@ def categorical(key: jax.Array, log_weights: jax.Array, n: int | None = None) ->
     n = _size(log_weights, n)
     weights, u = _rescaled(log_weights), jax.random.uniform(key, (n,))
     if n == 1:  # one fused pass over the CDF, not a binary-search loop (docs/performance.md)
-        return _draw_one(weights, _prefix_sum(weights), u[0])[None]
+        return _draw_one(weights, prefix_sum(weights), u[0])[None]
     return _search(weights, u)
 
 
@@ -240,7 +242,7 @@ def conditional_systematic(key: jax.Array, log_weights: jax.Array, ancestor: jax
     """
     _size(log_weights, None)
     weights = _rescaled(log_weights)
-    return _conditional_systematic(jax.random.uniform(key), weights, _prefix_sum(weights), ancestor)
+    return _conditional_systematic(jax.random.uniform(key), weights, prefix_sum(weights), ancestor)
 
 
 def ancestor_sampled_systematic(key: jax.Array, log_weights: jax.Array,
@@ -254,8 +256,8 @@ def ancestor_sampled_systematic(key: jax.Array, log_weights: jax.Array,
     _size(log_weights, None)
     u_ancestor, u_slot = jax.random.uniform(key, (2,))
     weights, ancestor_weights = _rescaled_each(log_weights, ancestor_log_weights)
-    ancestor = _draw_one(ancestor_weights, _prefix_sum(ancestor_weights), u_ancestor)
-    return _conditional_systematic(u_slot, weights, _prefix_sum(weights), ancestor)
+    ancestor = _draw_one(ancestor_weights, prefix_sum(ancestor_weights), u_ancestor)
+    return _conditional_systematic(u_slot, weights, prefix_sum(weights), ancestor)
 
 
 def metropolis_ancestor_systematic(key: jax.Array, log_weights: jax.Array, current: jax.Array,
@@ -272,7 +274,7 @@ def metropolis_ancestor_systematic(key: jax.Array, log_weights: jax.Array, curre
     _size(log_weights, None)
     u_proposal, u_accept, u_slot = jax.random.uniform(key, (3,))
     weights = _rescaled(log_weights)
-    cdf = _prefix_sum(weights)
+    cdf = prefix_sum(weights)
     proposal = _draw_one(weights, cdf, u_proposal)
     log_l = log_likelihood(jnp.stack([proposal, current]))
     ancestor = jnp.where(jnp.log(u_accept) < log_l[0] - log_l[1], proposal, current)

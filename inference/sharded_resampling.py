@@ -59,7 +59,7 @@ from jax.scipy.special import logsumexp
 from jax.sharding import Mesh, PartitionSpec
 
 from . import resampling, ring, sharding
-from .resampling import _max, _prefix_sum
+from .resampling import max_of, prefix_sum
 
 __all__ = ["CumulativeWeights", "Resampled", "Scope", "resample"]
 
@@ -150,7 +150,7 @@ def _randomness(key: jax.Array, scheme: str, n: int, mesh: Mesh) -> tuple[Any, A
 def _prefix_across(x: jax.Array, axis: str) -> tuple[jax.Array, jax.Array]:
     """The cumulative sums of nonnegative `x` split across devices, at this device's entries (flat across zeros), and
     each block's upper end (D values, the same bits on every device as each block's last entry)."""
-    local = jax.lax.cummax(jnp.where(x > 0, _prefix_sum(x), 0.0))
+    local = jax.lax.cummax(jnp.where(x > 0, prefix_sum(x), 0.0))
     totals = jax.lax.all_gather(local[-1], axis)
     # in order, as one scan: block d's upper end is then block d + 1's offset, bit for bit
     zero = jax.lax.pcast(jnp.zeros((), x.dtype), axis, to="varying")  # typed as the gathered totals are
@@ -173,7 +173,7 @@ def _prefix_summed(key, log_weights, tree, per_slot, shared, *, scheme: str, n: 
     del key  # the scheme's random numbers were drawn outside, as one device draws them
     d, me = jax.lax.axis_size(axis), jax.lax.axis_index(axis)
     block_size, m = log_weights.shape[0], n // d
-    top = jax.lax.pmax(_max(log_weights), axis)
+    top = jax.lax.pmax(max_of(log_weights), axis)
     weights = jnp.exp(log_weights - jnp.where(jnp.isfinite(top), top, 0.0))
     cdf, ends = _prefix_across(weights, axis)
     points = _points(scheme, me * m + jnp.arange(m), n, per_slot, shared, axis) * ends[-1]

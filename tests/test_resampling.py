@@ -274,7 +274,7 @@ def test_prefix_sum_is_a_cumsum(shape):
     """The CDF helper (blocked on a CPU from 512 entries on) against a float64 cumsum, to float32 rounding."""
     x = np.random.default_rng(0).exponential(size=shape).astype(np.float32)
     exact = np.cumsum(x.astype(np.float64), axis=-1)
-    got = np.asarray(jax.jit(resampling._prefix_sum)(jnp.asarray(x)), np.float64)
+    got = np.asarray(jax.jit(resampling.prefix_sum)(jnp.asarray(x)), np.float64)
     np.testing.assert_allclose(got, exact, rtol=2e-6)
 
 
@@ -286,7 +286,7 @@ def test_max_of_float_bits_is_the_max(n):
              np.r_[np.full(n - 1, -np.inf), -3.5], np.r_[rng.normal(size=n - 1), np.inf], np.r_[np.full(n - 1, -1.0), -0.0]]
     for x in cases:
         x = jnp.asarray(x, jnp.float32)
-        got = jax.jit(resampling._max)(x)
+        got = jax.jit(resampling.max_of)(x)
         assert got == jnp.max(x) and jnp.signbit(got) == jnp.signbit(jnp.max(x)), (x, got)
 
 
